@@ -1,0 +1,148 @@
+# epikv build. Everything builds and tests from here (DESIGN.md §1).
+#
+# Public targets first check that every build dependency is present and
+# install the missing ones with apt-get (once, non-interactively), then run
+# the real work in a sub-make, so that pkg-config is asked only after the
+# packages exist.
+#
+#   make            build everything into $(BUILD)
+#   make test       build and run every test
+#   make asan       build and run the tests under AddressSanitizer
+#   make ubsan      build and run the tests under UndefinedBehaviorSanitizer
+#   make bench      build and run the benchmarks (figures go to bench/RESULTS.md by hand)
+#   make clean
+#
+# Variables: BUILD (output folder), SANITIZE (address|undefined), OPT.
+
+BUILD    ?= build
+OPT      ?= -O2
+SANITIZE ?=
+
+PC_PKGS  := lmdb libxxhash libsodium libprotobuf-c libuv cmocka
+APT_PKGS := liblmdb-dev libxxhash-dev libsodium-dev libprotobuf-c-dev \
+            protobuf-c-compiler libcmocka-dev libuv1-dev pkg-config
+
+.PHONY: all test asan ubsan bench deps clean format \
+        _all _test _bench
+
+all: deps
+	@$(MAKE) --no-print-directory _all
+
+test: deps
+	@$(MAKE) --no-print-directory _test
+
+asan: deps
+	@$(MAKE) --no-print-directory _test BUILD=$(BUILD)/asan SANITIZE=address OPT=-O1
+
+ubsan: deps
+	@$(MAKE) --no-print-directory _test BUILD=$(BUILD)/ubsan SANITIZE=undefined OPT=-O1
+
+bench: deps
+	@$(MAKE) --no-print-directory _bench
+
+# Installs only when something is missing; apt-get update runs first because a
+# fresh Debian machine has empty package lists.
+deps:
+	@if ! command -v pkg-config >/dev/null 2>&1 || \
+	    ! pkg-config --exists $(PC_PKGS) || \
+	    ! command -v protoc-c >/dev/null 2>&1; then \
+	  echo "deps: installing missing build dependencies: $(APT_PKGS)"; \
+	  SUDO=; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  $$SUDO apt-get update -q && \
+	  $$SUDO apt-get install -y -q --no-install-recommends $(APT_PKGS); \
+	fi
+
+clean:
+	rm -rf $(BUILD)
+
+format:
+	clang-format -i $$(git ls-files '*.c' '*.h')
+
+# ---------------------------------------------------------------------------
+# Internal part: runs with the dependencies present.
+
+CC      ?= cc
+WARN    := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wwrite-strings \
+           -Wno-missing-field-initializers
+CFLAGS  := -std=c11 -D_GNU_SOURCE -g $(OPT) $(WARN) -MMD -MP -I. -I$(BUILD)/gen
+LDFLAGS :=
+ifneq ($(SANITIZE),)
+CFLAGS  += -fsanitize=$(SANITIZE) -fno-sanitize-recover=all -fno-omit-frame-pointer
+LDFLAGS += -fsanitize=$(SANITIZE)
+endif
+
+# Public targets (or none: `all`) ask pkg-config only in their sub-make.
+PUBLIC := all test asan ubsan bench deps clean format run install uninstall
+ifneq ($(filter-out $(PUBLIC),$(MAKECMDGOALS)),)
+PKG_CFLAGS := $(shell pkg-config --cflags lmdb libxxhash libsodium libprotobuf-c)
+PKG_LIBS   := $(shell pkg-config --libs lmdb libxxhash libsodium libprotobuf-c) -lpthread
+CMOCKA_CFLAGS := $(shell pkg-config --cflags cmocka)
+CMOCKA_LIBS   := $(shell pkg-config --libs cmocka)
+endif
+CFLAGS += $(PKG_CFLAGS)
+
+# Generated protobuf-c code.
+PROTOS   := $(wildcard proto/*.proto)
+GEN_C    := $(patsubst %.proto,$(BUILD)/gen/%.pb-c.c,$(PROTOS))
+GEN_H    := $(GEN_C:.c=.h)
+
+$(BUILD)/gen/%.pb-c.c $(BUILD)/gen/%.pb-c.h: %.proto
+	@mkdir -p $(BUILD)/gen
+	protoc-c --c_out=$(BUILD)/gen $<
+
+# The core library: proto, crdt, sync, storage (dependencies point down).
+CORE_SRC := $(wildcard proto/*.c crdt/*.c sync/*.c storage/*.c)
+CORE_OBJ := $(patsubst %.c,$(BUILD)/obj/%.o,$(CORE_SRC)) \
+            $(patsubst $(BUILD)/gen/%.c,$(BUILD)/obj/gen/%.o,$(GEN_C))
+CORE_LIB := $(BUILD)/libkvcore.a
+
+$(BUILD)/obj/gen/%.o: $(BUILD)/gen/%.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c $< -o $@
+
+$(BUILD)/obj/%.o: %.c | $(GEN_H)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c $< -o $@
+
+$(CORE_LIB): $(CORE_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+# Unit tests: tests/unit/<module>_test.c, one binary each.
+UNIT_SRC  := $(wildcard tests/unit/*_test.c)
+UNIT_BIN  := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
+CRASH_BIN := $(BUILD)/tests/crash_test
+
+$(BUILD)/obj/tests/%.o: tests/%.c | $(GEN_H)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(CMOCKA_CFLAGS) -c $< -o $@
+
+$(BUILD)/tests/%: $(BUILD)/obj/tests/unit/%.o $(CORE_LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) $< $(CORE_LIB) $(PKG_LIBS) $(CMOCKA_LIBS) -o $@
+
+$(CRASH_BIN): $(BUILD)/obj/tests/crash/crash_test.o $(CORE_LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) $< $(CORE_LIB) $(PKG_LIBS) -o $@
+
+# Benchmarks.
+BENCH_BIN := $(BUILD)/bench/storage_bench
+
+$(BUILD)/obj/bench/%.o: bench/%.c | $(GEN_H)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c $< -o $@
+
+$(BUILD)/bench/%: $(BUILD)/obj/bench/%.o $(CORE_LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) $< $(CORE_LIB) $(PKG_LIBS) -lm -o $@
+
+_all: $(CORE_LIB) $(UNIT_BIN) $(CRASH_BIN) $(BENCH_BIN)
+
+_test: _all
+	@BUILD=$(BUILD) tests/run.sh $(UNIT_BIN) $(CRASH_BIN)
+
+_bench: _all
+	$(BENCH_BIN)
+
+-include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)

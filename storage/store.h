@@ -1,0 +1,187 @@
+/*
+ * A replica's persistent store (DESIGN.md §4): one LMDB environment with the
+ * named databases `objects` (segment u32 BE || user key -> canonical object
+ * bytes), `tree` (segment u32 BE -> 16-byte Merkle leaf) and `meta` (replica
+ * id, format version, segment bits).
+ *
+ * Writes: every update goes through one writer thread. Callers submit
+ * kv_write requests; the writer takes everything queued, applies it in one
+ * write transaction (read the current object, apply or merge, encode, put the
+ * object, XOR the contribution delta into its persisted leaf), commits once
+ * (one fsync for the whole batch) and only then calls each request's done
+ * callback. So a completed request is durable (with sync on), and the leaves
+ * on disk always match the objects: they change in the same transaction.
+ *
+ * Reads run in read-only transactions on the calling thread, concurrently
+ * with the writer. The store never touches the in-memory Merkle tree: each
+ * completion carries the leaf delta for its owner to apply.
+ *
+ * Errors: KV_KEY_TOO_LONG, KV_VALUE_TOO_LARGE, KV_WRONG_TYPE,
+ * KV_TOO_MANY_SIBLINGS, KV_STORE_FULL, KV_OVERFLOW, KV_GCOUNTER_DECREMENT,
+ * KV_BAD_CONTEXT, KV_CORRUPT — a request that fails changes nothing, and the
+ * other requests of its batch are unaffected. KV_IO for system failures.
+ */
+#ifndef KV_STORE_H
+#define KV_STORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "crdt/object.h"
+#include "proto/buf.h"
+#include "proto/kv_err.h"
+#include "sync/merkle.h"
+
+#define KV_STORE_MAX_KEY 507 /* LMDB's 511-byte key limit minus the prefix */
+#define KV_STORE_FORMAT 1
+
+typedef struct kv_store kv_store;
+
+typedef struct kv_store_opts {
+  const char *dir;        /* data directory; created if missing */
+  size_t map_size;        /* LMDB map size in bytes; 0 = 8 GiB */
+  unsigned segment_bits;  /* 0 = KV_MERKLE_DEFAULT_BITS; must match an
+                             existing store */
+  bool sync;              /* fsync every commit (default true via
+                             kv_store_opts_default); false = --sync=none */
+  size_t max_value_bytes; /* 0 = 16 MiB */
+  size_t max_siblings;    /* 0 = 100 */
+  size_t max_batch;       /* requests per transaction; 0 = 1024 */
+} kv_store_opts;
+
+/* The defaults listed above, with sync on and dir NULL. */
+kv_store_opts kv_store_opts_default(void);
+
+/* Opens (creating if needed) the store in opts->dir and starts its writer
+ * thread. A new data directory mints a random non-zero replica id and keeps
+ * it. Errors: KV_IO (cannot create or open; errno-level detail is logged to
+ * stderr), KV_INCOMPATIBLE (format version or segment bits differ from what
+ * the directory holds), KV_INVALID (bad options). */
+KV_WARN_UNUSED int kv_store_open(const kv_store_opts *opts, kv_store **out);
+
+/* Stops accepting writes, lets the writer finish and commit everything
+ * already submitted (their callbacks run), joins it and closes LMDB.
+ * NULL does nothing. */
+void kv_store_close(kv_store *s);
+
+uint64_t kv_store_replica_id(const kv_store *s);
+unsigned kv_store_segment_bits(const kv_store *s);
+
+/* ---- writes ---- */
+
+typedef enum kv_write_op {
+  KV_WRITE_PUT,   /* value, optional context */
+  KV_WRITE_DEL,   /* optional context */
+  KV_WRITE_INCR,  /* delta, gcounter */
+  KV_WRITE_MERGE, /* remote: encoded object from a peer */
+} kv_write_op;
+
+typedef struct kv_write kv_write;
+typedef void (*kv_write_done_fn)(kv_write *w, void *arg);
+
+/* A write request. The caller owns it and everything its input fields point
+ * to; all of that must stay valid and unchanged from kv_store_submit until
+ * the done callback has been called. Output fields are written by the writer
+ * thread before done is called. */
+struct kv_write {
+  /* input */
+  kv_write_op op;
+  const uint8_t *key;
+  size_t keylen;
+  const uint8_t *value; /* PUT */
+  size_t valuelen;
+  const uint8_t *context; /* PUT, DEL: encoded context, NULL = none */
+  size_t contextlen;
+  int64_t delta;         /* INCR */
+  bool gcounter;         /* INCR: create a G-counter if absent */
+  const uint8_t *remote; /* MERGE */
+  size_t remotelen;
+  kv_write_done_fn done; /* called on the writer thread; must not block */
+  void *arg;
+
+  /* output */
+  int status;         /* KV_OK or an error listed at the top of this file */
+  bool changed;       /* the stored object changed (MERGE: news) */
+  uint32_t segment;   /* the key's segment */
+  kv_hash delta_hash; /* XOR this into the in-memory tree's leaf */
+  int64_t counter;    /* INCR: the new value */
+  kv_buf object;      /* the stored object's canonical bytes after the write
+                         when changed (for rumors); free with kv_write_fini */
+
+  /* private to the store */
+  kv_write *next;
+};
+
+/* Zeroes w (all inputs empty, op PUT). */
+void kv_write_init(kv_write *w);
+
+/* Frees w's outputs (object). The caller's inputs are not touched. */
+void kv_write_fini(kv_write *w);
+
+/* Queues w for the writer. Returns KV_OK, after which done will be called
+ * exactly once; or KV_CLOSED (store closing; done is never called).
+ * Input checks (key and value size) happen on the writer and are reported
+ * through status. */
+KV_WARN_UNUSED int kv_store_submit(kv_store *s, kv_write *w);
+
+/* Submits w and waits for its completion (w->done and w->arg are
+ * overwritten). Returns w->status, or KV_CLOSED. */
+KV_WARN_UNUSED int kv_store_write_sync(kv_store *s, kv_write *w);
+
+/* ---- reads ---- */
+
+/* The decoded object stored under key into *o (caller frees with
+ * kv_object_fini). Returns KV_NOTFOUND when nothing is stored (an object
+ * whose kind is NONE, such as a deleted key, is still returned with KV_OK:
+ * callers decide what absent means). KV_KEY_TOO_LONG, KV_CORRUPT, KV_IO. */
+KV_WARN_UNUSED int kv_store_get(kv_store *s, const void *key, size_t keylen,
+                                kv_object *o);
+
+/* The stored canonical bytes under key, copied into *out (caller frees with
+ * kv_buf_free). KV_NOTFOUND, KV_KEY_TOO_LONG, KV_IO. */
+KV_WARN_UNUSED int kv_store_get_raw(kv_store *s, const void *key, size_t keylen,
+                                    kv_buf *out);
+
+/* Called for each key: key and obj are borrowed for the call only. Return
+ * false to stop early. */
+typedef bool (*kv_store_visit_fn)(const uint8_t *key, size_t keylen,
+                                  const uint8_t *obj, size_t objlen, void *arg);
+
+/* Visits every key of segment seg in one read transaction (anti-entropy's
+ * range read). KV_INVALID for a segment out of range, KV_IO. */
+KV_WARN_UNUSED int kv_store_segment(kv_store *s, uint32_t seg,
+                                    kv_store_visit_fn fn, void *arg);
+
+/* Unordered scan with a cursor, like Redis SCAN. Starting after *cursor
+ * (empty = from the start), visits stored keys whose kind is not NONE and
+ * whose name starts with prefix (may be empty), until fn has been called
+ * limit times or the store ends. On return *cursor is replaced (old buffer
+ * freed) by the position to resume from, empty when the scan is complete.
+ * KV_BAD_REQUEST for a malformed cursor, KV_IO. */
+KV_WARN_UNUSED int kv_store_scan(kv_store *s, kv_buf *cursor,
+                                 const uint8_t *prefix, size_t prefixlen,
+                                 size_t limit, kv_store_visit_fn fn, void *arg);
+
+/* Copies the persisted leaves into a tree of the store's shape, recomputing
+ * inner levels (start-up). *out caller frees with kv_merkle_free. */
+KV_WARN_UNUSED int kv_store_load_tree(kv_store *s, kv_merkle **out);
+
+/* Statistics for status and metrics. */
+typedef struct kv_store_stats {
+  uint64_t keys;     /* entries in `objects` */
+  uint64_t map_size; /* bytes */
+  uint64_t map_used; /* bytes in use (pages * page size) */
+  uint64_t commits;  /* write transactions committed since open */
+  uint64_t writes;   /* requests completed since open */
+} kv_store_stats;
+
+KV_WARN_UNUSED int kv_store_stats_get(kv_store *s, kv_store_stats *out);
+
+/* Rebuilds every leaf from `objects` and compares with `tree`. *mismatched
+ * receives the number of differing segments. Returns KV_OK when they all
+ * match, KV_VERIFY_MISMATCH when some differ, KV_CORRUPT if an object does
+ * not decode, KV_IO. */
+KV_WARN_UNUSED int kv_store_verify(kv_store *s, uint64_t *mismatched);
+
+#endif

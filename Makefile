@@ -15,14 +15,16 @@
 # Variables: BUILD (output folder), SANITIZE (address|undefined), OPT.
 
 BUILD    ?= build
+VERSION  := 0.1.0
 OPT      ?= -O2
 SANITIZE ?=
 
 PC_PKGS  := lmdb libxxhash libsodium libprotobuf-c libuv cmocka
 APT_PKGS := liblmdb-dev libxxhash-dev libsodium-dev libprotobuf-c-dev \
-            protobuf-c-compiler libcmocka-dev libuv1-dev pkg-config
+            protobuf-c-compiler libcmocka-dev libuv1-dev pkg-config \
+            redis-tools
 
-.PHONY: all test asan ubsan bench deps clean format \
+.PHONY: FORCE all test asan ubsan bench deps clean format run stop \
         _all _test _bench
 
 all: deps
@@ -40,12 +42,20 @@ ubsan: deps
 bench: deps
 	@$(MAKE) --no-print-directory _bench
 
+run: deps
+	@$(MAKE) --no-print-directory _all
+	@KVD=$(BUILD)/kvd KVCTL=$(BUILD)/kvctl tools/run.sh start
+
+stop:
+	@tools/run.sh stop
+
 # Installs only when something is missing; apt-get update runs first because a
 # fresh Debian machine has empty package lists.
 deps:
 	@if ! command -v pkg-config >/dev/null 2>&1 || \
 	    ! pkg-config --exists $(PC_PKGS) || \
-	    ! command -v protoc-c >/dev/null 2>&1; then \
+	    ! command -v protoc-c >/dev/null 2>&1 || \
+	    ! command -v redis-benchmark >/dev/null 2>&1; then \
 	  echo "deps: installing missing build dependencies: $(APT_PKGS)"; \
 	  SUDO=; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
 	  export DEBIAN_FRONTEND=noninteractive; \
@@ -65,7 +75,7 @@ format:
 CC      ?= cc
 WARN    := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wwrite-strings \
            -Wno-missing-field-initializers
-CFLAGS  := -std=c11 -D_GNU_SOURCE -g $(OPT) $(WARN) -MMD -MP -I. -I$(BUILD)/gen
+CFLAGS  := -std=c11 -D_GNU_SOURCE -g $(OPT) $(WARN) -MMD -MP -fPIC -I. -I$(BUILD)/gen
 LDFLAGS :=
 ifneq ($(SANITIZE),)
 CFLAGS  += -fsanitize=$(SANITIZE) -fno-sanitize-recover=all -fno-omit-frame-pointer
@@ -73,14 +83,25 @@ LDFLAGS += -fsanitize=$(SANITIZE)
 endif
 
 # Public targets (or none: `all`) ask pkg-config only in their sub-make.
-PUBLIC := all test asan ubsan bench deps clean format run install uninstall
+PUBLIC := all test asan ubsan bench deps clean format run stop install uninstall
 ifneq ($(filter-out $(PUBLIC),$(MAKECMDGOALS)),)
 PKG_CFLAGS := $(shell pkg-config --cflags lmdb libxxhash libsodium libprotobuf-c)
 PKG_LIBS   := $(shell pkg-config --libs lmdb libxxhash libsodium libprotobuf-c) -lpthread
+UV_CFLAGS  := $(shell pkg-config --cflags libuv)
+UV_LIBS    := $(shell pkg-config --libs libuv)
 CMOCKA_CFLAGS := $(shell pkg-config --cflags cmocka)
 CMOCKA_LIBS   := $(shell pkg-config --libs cmocka)
 endif
 CFLAGS += $(PKG_CFLAGS)
+
+# Objects depend on this stamp, rewritten only when the flags change, so a
+# changed flag (a sanitizer, -fPIC) rebuilds everything it affects.
+STAMP := $(BUILD)/.cflags
+$(STAMP): FORCE
+	@mkdir -p $(BUILD)
+	@echo '$(CC) $(CFLAGS) $(LDFLAGS)' | cmp -s - $@ || \
+	  echo '$(CC) $(CFLAGS) $(LDFLAGS)' > $@
+FORCE:
 
 # Generated protobuf-c code.
 PROTOS   := $(wildcard proto/*.proto)
@@ -97,11 +118,11 @@ CORE_OBJ := $(patsubst %.c,$(BUILD)/obj/%.o,$(CORE_SRC)) \
             $(patsubst $(BUILD)/gen/%.c,$(BUILD)/obj/gen/%.o,$(GEN_C))
 CORE_LIB := $(BUILD)/libkvcore.a
 
-$(BUILD)/obj/gen/%.o: $(BUILD)/gen/%.c
+$(BUILD)/obj/gen/%.o: $(BUILD)/gen/%.c $(STAMP)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
 
-$(BUILD)/obj/%.o: %.c | $(GEN_H)
+$(BUILD)/obj/%.o: %.c $(STAMP) | $(GEN_H)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
 
@@ -109,12 +130,56 @@ $(CORE_LIB): $(CORE_OBJ)
 	@rm -f $@
 	ar rcs $@ $^
 
+# The client library: its own copy of the protocol pieces it needs, so that
+# libkvclient.so depends on nothing of ours.
+CLIENT_OBJ := $(BUILD)/obj/client/kvclient.o $(BUILD)/obj/gen/proto/kv.pb-c.o \
+              $(BUILD)/obj/proto/frame.o $(BUILD)/obj/proto/buf.o \
+              $(BUILD)/obj/proto/kv_err.o
+CLIENT_LIB := $(BUILD)/libkvclient.a
+CLIENT_SO  := $(BUILD)/libkvclient.so.1
+
+$(CLIENT_LIB): $(CLIENT_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+# Only the kvc_ API is exported; the protocol internals stay private.
+$(CLIENT_SO): $(CLIENT_OBJ) client/kvclient.map
+	$(CC) -shared -Wl,-soname,libkvclient.so.1 \
+	  -Wl,--version-script=client/kvclient.map $(LDFLAGS) $(CLIENT_OBJ) \
+	  $(shell pkg-config --libs libprotobuf-c) -o $@
+	ln -sf libkvclient.so.1 $(BUILD)/libkvclient.so
+
+# kvd: the replica daemon.
+SERVER_SRC := $(wildcard server/*.c)
+SERVER_OBJ := $(patsubst %.c,$(BUILD)/obj/%.o,$(SERVER_SRC))
+KVD        := $(BUILD)/kvd
+
+$(BUILD)/obj/server/%.o: server/%.c $(STAMP) | $(GEN_H)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(UV_CFLAGS) -DKV_VERSION='"$(VERSION)"' -c $< -o $@
+
+$(KVD): $(SERVER_OBJ) $(CORE_LIB)
+	$(CC) $(LDFLAGS) $(SERVER_OBJ) $(CORE_LIB) $(PKG_LIBS) $(UV_LIBS) -o $@
+
+# kvctl: command-line client and local-cluster manager.
+KVCTL := $(BUILD)/kvctl
+
+$(BUILD)/obj/client/%.o: client/%.c $(STAMP) | $(GEN_H)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -DKV_VERSION='"$(VERSION)"' -c $< -o $@
+
+$(KVCTL): $(BUILD)/obj/client/kvctl.o $(CLIENT_LIB)
+	$(CC) $(LDFLAGS) $< $(CLIENT_LIB) $(shell pkg-config --libs libprotobuf-c) -o $@
+
 # Unit tests: tests/unit/<module>_test.c, one binary each.
 UNIT_SRC  := $(wildcard tests/unit/*_test.c)
 UNIT_BIN  := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
 CRASH_BIN := $(BUILD)/tests/crash_test
+# Integration tests: real kvd processes, through libkvclient.
+INTEG_SRC := $(wildcard tests/integration/*_test.c)
+INTEG_BIN := $(patsubst tests/integration/%.c,$(BUILD)/tests/integration/%,$(INTEG_SRC))
 
-$(BUILD)/obj/tests/%.o: tests/%.c | $(GEN_H)
+$(BUILD)/obj/tests/%.o: tests/%.c $(STAMP) | $(GEN_H)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(CMOCKA_CFLAGS) -c $< -o $@
 
@@ -126,10 +191,19 @@ $(CRASH_BIN): $(BUILD)/obj/tests/crash/crash_test.o $(CORE_LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) $< $(CORE_LIB) $(PKG_LIBS) -o $@
 
-# Benchmarks.
-BENCH_BIN := $(BUILD)/bench/storage_bench
+$(BUILD)/tests/integration/%: $(BUILD)/obj/tests/integration/%.o \
+                              $(BUILD)/obj/tests/integration/harness.o $(CLIENT_LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) $^ $(PKG_LIBS) $(CMOCKA_LIBS) -o $@
 
-$(BUILD)/obj/bench/%.o: bench/%.c | $(GEN_H)
+# Benchmarks. kvbench is the client-side load generator (native protocol).
+BENCH_BIN := $(BUILD)/bench/storage_bench
+KVBENCH   := $(if $(wildcard bench/kvbench.c),$(BUILD)/kvbench)
+
+$(BUILD)/kvbench: $(BUILD)/obj/bench/kvbench.o $(CLIENT_LIB)
+	$(CC) $(LDFLAGS) $^ $(shell pkg-config --libs libprotobuf-c) -lpthread -lm -o $@
+
+$(BUILD)/obj/bench/%.o: bench/%.c $(STAMP) | $(GEN_H)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
 
@@ -137,12 +211,16 @@ $(BUILD)/bench/%: $(BUILD)/obj/bench/%.o $(CORE_LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) $< $(CORE_LIB) $(PKG_LIBS) -lm -o $@
 
-_all: $(CORE_LIB) $(UNIT_BIN) $(CRASH_BIN) $(BENCH_BIN)
+_all: $(CORE_LIB) $(CLIENT_LIB) $(CLIENT_SO) $(KVD) $(KVCTL) $(UNIT_BIN) \
+      $(CRASH_BIN) $(INTEG_BIN) $(BENCH_BIN) $(KVBENCH)
 
 _test: _all
-	@BUILD=$(BUILD) tests/run.sh $(UNIT_BIN) $(CRASH_BIN)
+	@KVD=$(abspath $(KVD)) KVCTL=$(abspath $(KVCTL)) \
+	  tests/run.sh $(UNIT_BIN) $(CRASH_BIN) $(INTEG_BIN)
 
 _bench: _all
 	$(BENCH_BIN)
+
+.SECONDARY:
 
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)

@@ -35,6 +35,21 @@
 /* A context names at most one entry per replica id that ever wrote the key;
  * anything far beyond a cluster's size is hostile. */
 #define MAX_CONTEXT_ENTRIES 1024
+#define MAX_CACHED_READERS 64
+
+/* Each thread keeps one reset read transaction per store and renews it for
+ * the next read: beginning a fresh one takes a reader slot under LMDB's lock
+ * every time, which is most of the cost of a small get. The thread-local
+ * names its store by a never-reused id, not a pointer, so a store closed and
+ * another opened at the same address is never confused with it. */
+typedef struct cached_reader {
+  uint64_t store_id;
+  MDB_txn *txn;
+  bool busy;
+} cached_reader;
+
+static _Thread_local cached_reader tls_reader;
+static _Atomic uint64_t next_store_id = 1;
 
 struct kv_store {
   MDB_env *env;
@@ -50,6 +65,9 @@ struct kv_store {
   bool closing;          /* guarded by mu */
 
   uint64_t hlc; /* writer thread only */
+  uint64_t id;  /* never reused, names the store in thread-locals */
+  MDB_txn *readers[MAX_CACHED_READERS]; /* cached per thread, guarded by mu */
+  size_t nreaders;
   _Atomic uint64_t commits, writes;
 };
 
@@ -200,7 +218,9 @@ static int compute(kv_store *s, kv_write *w, kv_object *cur, kv_object *out) {
         kv_context_decode(w->context, w->contextlen, MAX_CONTEXT_ENTRIES, &ctx);
     if (rc) return rc;
   }
-  const kv_vv *ctxp = w->context ? &ctx : NULL;
+  bool own = w->op == KV_WRITE_PUT && !w->context && w->local_context;
+  if (own) kv_dvv_join(&cur->reg, &ctx);
+  const kv_vv *ctxp = w->context || own ? &ctx : NULL;
 
   switch (w->op) {
   case KV_WRITE_PUT:
@@ -442,6 +462,7 @@ int kv_store_open(const kv_store_opts *opts, kv_store **out) {
   }
   pthread_mutex_init(&s->mu, NULL);
   pthread_cond_init(&s->cv, NULL);
+  s->id = atomic_fetch_add(&next_store_id, 1);
   if (pthread_create(&s->writer, NULL, writer_main, s) != 0)
     kv_panic("cannot start the writer thread");
   *out = s;
@@ -455,6 +476,8 @@ void kv_store_close(kv_store *s) {
   pthread_cond_signal(&s->cv);
   pthread_mutex_unlock(&s->mu);
   pthread_join(s->writer, NULL);
+  for (size_t i = 0; i < s->nreaders; i++)
+    mdb_txn_abort(s->readers[i]);
   mdb_env_close(s->env);
   pthread_mutex_destroy(&s->mu);
   pthread_cond_destroy(&s->cv);
@@ -521,9 +544,42 @@ int kv_store_write_sync(kv_store *s, kv_write *w) {
 /* ---- reads ---- */
 
 static int read_begin(kv_store *s, MDB_txn **txn) {
+  cached_reader *c = &tls_reader;
+  if (c->store_id == s->id && c->txn && !c->busy) {
+    if (mdb_txn_renew(c->txn) == 0) {
+      c->busy = true;
+      *txn = c->txn;
+      return KV_OK;
+    }
+  }
   int rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, txn);
-  if (rc) log_mdb("read_txn", rc);
-  return rc ? KV_IO : KV_OK;
+  if (rc) {
+    log_mdb("read_txn", rc);
+    return KV_IO;
+  }
+  if (c->store_id != s->id || !c->txn) {
+    /* Adopt it as this thread's cached reader; the store aborts it at
+     * close, whichever thread made it. */
+    pthread_mutex_lock(&s->mu);
+    if (s->nreaders < MAX_CACHED_READERS) {
+      s->readers[s->nreaders++] = *txn;
+      c->store_id = s->id;
+      c->txn = *txn;
+      c->busy = true;
+    }
+    pthread_mutex_unlock(&s->mu);
+  }
+  return KV_OK;
+}
+
+static void read_end(kv_store *s, MDB_txn *txn) {
+  cached_reader *c = &tls_reader;
+  if (c->store_id == s->id && c->txn == txn) {
+    mdb_txn_reset(txn);
+    c->busy = false;
+  } else {
+    mdb_txn_abort(txn);
+  }
 }
 
 /* Looks key up in txn; *v is an LMDB view valid until the txn ends. */
@@ -542,7 +598,7 @@ int kv_store_get(kv_store *s, const void *key, size_t keylen, kv_object *o) {
   MDB_val v;
   if ((rc = lookup(s, txn, key, keylen, &v)) == KV_OK)
     rc = kv_object_decode(v.mv_data, v.mv_size, SIZE_MAX, o);
-  mdb_txn_abort(txn);
+  read_end(s, txn);
   return rc;
 }
 
@@ -554,7 +610,7 @@ int kv_store_get_raw(kv_store *s, const void *key, size_t keylen, kv_buf *out) {
   MDB_val v;
   if ((rc = lookup(s, txn, key, keylen, &v)) == KV_OK)
     *out = kv_buf_dup(v.mv_data, v.mv_size);
-  mdb_txn_abort(txn);
+  read_end(s, txn);
   return rc;
 }
 
@@ -566,7 +622,7 @@ int kv_store_segment(kv_store *s, uint32_t seg, kv_store_visit_fn fn,
   int rc = read_begin(s, &txn);
   if (rc) return rc;
   if ((rc = mdb_cursor_open(txn, s->objects, &cur))) {
-    mdb_txn_abort(txn);
+    read_end(s, txn);
     return KV_IO;
   }
   uint8_t sb[PREFIX];
@@ -580,7 +636,7 @@ int kv_store_segment(kv_store *s, uint32_t seg, kv_store_visit_fn fn,
       break;
   }
   mdb_cursor_close(cur);
-  mdb_txn_abort(txn);
+  read_end(s, txn);
   return rc == 0 || rc == MDB_NOTFOUND ? KV_OK : KV_IO;
 }
 
@@ -595,7 +651,7 @@ int kv_store_scan(kv_store *s, kv_buf *cursor, const uint8_t *prefix,
   int rc = read_begin(s, &txn);
   if (rc) return rc;
   if ((rc = mdb_cursor_open(txn, s->objects, &cur))) {
-    mdb_txn_abort(txn);
+    read_end(s, txn);
     return KV_IO;
   }
   MDB_val k = {cursor->len, cursor->data}, v;
@@ -627,7 +683,7 @@ int kv_store_scan(kv_store *s, kv_buf *cursor, const uint8_t *prefix,
   kv_buf next = {NULL, 0};
   if (rc == 0) next = kv_buf_dup(last.mv_data, last.mv_size);
   mdb_cursor_close(cur);
-  mdb_txn_abort(txn);
+  read_end(s, txn);
   if (rc && rc != MDB_NOTFOUND) return KV_IO;
   kv_buf_free(cursor);
   *cursor = next;
@@ -644,7 +700,7 @@ int kv_store_load_tree(kv_store *s, kv_merkle **out) {
   MDB_cursor *cur;
   if ((rc = read_begin(s, &txn))) goto fail;
   if (mdb_cursor_open(txn, s->tree, &cur)) {
-    mdb_txn_abort(txn);
+    read_end(s, txn);
     rc = KV_IO;
     goto fail;
   }
@@ -657,7 +713,7 @@ int kv_store_load_tree(kv_store *s, kv_merkle **out) {
     if (seg < n) memcpy(leaves[seg].b, v.mv_data, sizeof(kv_hash));
   }
   mdb_cursor_close(cur);
-  mdb_txn_abort(txn);
+  read_end(s, txn);
   if (mrc != MDB_NOTFOUND) {
     rc = KV_IO;
     goto fail;
@@ -679,7 +735,7 @@ int kv_store_stats_get(kv_store *s, kv_store_stats *out) {
   MDB_stat st;
   MDB_envinfo info;
   rc = mdb_stat(txn, s->objects, &st);
-  mdb_txn_abort(txn);
+  read_end(s, txn);
   if (rc || mdb_env_info(s->env, &info)) return KV_IO;
   out->keys = st.ms_entries;
   out->map_size = info.me_mapsize;
@@ -702,7 +758,7 @@ int kv_store_verify(kv_store *s, uint64_t *mismatched) {
   uint64_t bad = 0;
   if ((rc = read_begin(s, &txn))) goto out;
   if (mdb_cursor_open(txn, s->objects, &cur)) {
-    mdb_txn_abort(txn);
+    read_end(s, txn);
     rc = KV_IO;
     goto out;
   }
@@ -728,7 +784,7 @@ int kv_store_verify(kv_store *s, uint64_t *mismatched) {
     kv_merkle_apply(rebuilt, seg, &c);
   }
   mdb_cursor_close(cur);
-  mdb_txn_abort(txn);
+  read_end(s, txn);
   if (rc) goto out;
   if (mrc != MDB_NOTFOUND) {
     rc = KV_IO;

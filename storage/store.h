@@ -93,6 +93,8 @@ struct kv_write {
   size_t valuelen;
   const uint8_t *context; /* PUT, DEL: encoded context, NULL = none */
   size_t contextlen;
+  bool local_context; /* PUT without context: use this replica's own current
+                         context, read in the same transaction (RESP SET) */
   int64_t delta;         /* INCR */
   bool gcounter;         /* INCR: create a G-counter if absent */
   const uint8_t *remote; /* MERGE */

@@ -283,6 +283,34 @@ static void test_store_full_is_clean_error(void **state) {
   assert_verified(f->s);
 }
 
+static int do_set(kv_store *s, const char *k, const char *v) {
+  kv_write w;
+  kv_write_init(&w);
+  w.op = KV_WRITE_PUT;
+  w.key = (const uint8_t *)k;
+  w.keylen = strlen(k);
+  w.value = (const uint8_t *)v;
+  w.valuelen = strlen(v);
+  w.local_context = true;
+  int rc = kv_store_write_sync(s, &w);
+  kv_write_fini(&w);
+  return rc;
+}
+
+/* RESP SET: replaces whatever this replica holds, siblings included. */
+static void test_store_put_with_local_context(void **state) {
+  fixture *f = *state;
+  assert_int_equal(do_put(f->s, "k", "a", NULL), KV_OK);
+  assert_int_equal(do_put(f->s, "k", "b", NULL), KV_OK);
+  assert_int_equal(nlive(f->s, "k"), 2);
+  assert_int_equal(do_set(f->s, "k", "c"), KV_OK);
+  assert_int_equal(nlive(f->s, "k"), 1);
+  assert_int_equal(do_set(f->s, "k", "d"), KV_OK);
+  assert_int_equal(nlive(f->s, "k"), 1);
+  assert_int_equal(do_set(f->s, "new", "x"), KV_OK);
+  assert_int_equal(nlive(f->s, "new"), 1);
+}
+
 static void test_store_merge_and_news(void **state) {
   fixture *f = *state;
   /* Build a remote object the way another replica would. */
@@ -527,6 +555,7 @@ int main(void) {
       T(test_store_errors_leave_store_unchanged),
       T(test_store_value_and_sibling_limits),
       T(test_store_full_is_clean_error),
+      T(test_store_put_with_local_context),
       T(test_store_merge_and_news),
       T(test_store_group_commit_and_tree_deltas),
       T(test_store_segment_and_scan),

@@ -1,0 +1,90 @@
+/*
+ * kvd's settings. One table (KVD_SETTINGS) names every setting once, with its
+ * type, default and help text; the INI file parser, the command-line parser
+ * and `kvd --help` are all generated from it, so a setting cannot exist in one
+ * and be missing from another. Flags override the file; an unknown name or an
+ * invalid value stops kvd at start with a message naming the setting.
+ */
+#ifndef KVD_CONFIG_H
+#define KVD_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "proto/kv_err.h"
+
+/* X(field, "name", type, "default", "help"). Types: STR, SIZE (bytes, with
+ * optional k/m/g suffix), UINT, BOOL (flag without value on the command line;
+ * yes/no/true/false/1/0 in the file), ADDR (host:port). */
+#define KVD_SETTINGS(X)                                                        \
+  X(config, "config", STR, "", "read settings from this INI file first")       \
+  X(name, "name", STR, "kvd", "this replica's name, shown in status and logs") \
+  X(data_dir, "data-dir", STR, "./data",                                       \
+    "data directory (created if missing)")                                     \
+  X(listen, "listen", ADDR, "127.0.0.1:7400",                                  \
+    "native client protocol address")                                          \
+  X(resp_listen, "resp-listen", ADDR, "127.0.0.1:7401",                        \
+    "Redis protocol (RESP) address; empty to disable")                         \
+  X(auth_token_file, "auth-token-file", STR, "",                               \
+    "file holding the client auth token; without one, client ports must be "   \
+    "on loopback")                                                             \
+  X(sync, "sync", STR, "always",                                               \
+    "always: fsync every commit (acknowledged writes are durable); none: no "  \
+    "fsync (faster, an OS crash may lose recent writes)")                      \
+  X(verify, "verify", BOOL, "no",                                              \
+    "rebuild the Merkle leaves from the objects, compare, print and exit")     \
+  X(log_level, "log-level", STR, "info", "debug, info, warn or error")         \
+  X(segments, "segments", UINT, "65536",                                       \
+    "Merkle tree segments, a power of two (fixed per cluster)")                \
+  X(map_size, "map-size", SIZE, "8g", "LMDB map size (maximum data size)")     \
+  X(max_value_bytes, "max-value-bytes", SIZE, "16m", "largest value accepted") \
+  X(max_siblings, "max-siblings", UINT, "100",                                 \
+    "most sibling values a key may hold")                                      \
+  X(max_frame_bytes, "max-frame-bytes", SIZE, "20m",                           \
+    "largest client request; a bigger one closes the connection")              \
+  X(max_clients, "max-clients", UINT, "10000", "most client connections")      \
+  X(max_pipeline, "max-pipeline", UINT, "1024",                                \
+    "requests queued per connection before kvd stops reading from it")         \
+  X(ports_file, "ports-file", STR, "",                                         \
+    "after binding, write the actual ports here (for tests using port 0)")
+
+typedef enum kvd_setting_type {
+  KVD_STR,
+  KVD_SIZE,
+  KVD_UINT,
+  KVD_BOOL,
+  KVD_ADDR
+} kvd_setting_type;
+
+typedef struct kvd_config {
+#define KVD_FIELD(field, name, type, def, help) char *field;
+  KVD_SETTINGS(KVD_FIELD)
+#undef KVD_FIELD
+  /* Parsed forms, filled by kvd_config_finish. */
+  uint64_t map_size_n, max_value_n, max_frame_n;
+  uint64_t segments_n, max_siblings_n, max_clients_n, max_pipeline_n;
+  bool sync_n, verify_n;
+  int log_level_n;
+  bool help, version;
+} kvd_config;
+
+/* Fills cfg from defaults, then the config file (if --config is given), then
+ * the flags in argv. On error writes a message naming the setting to err
+ * (errlen bytes) and returns KV_INVALID; cfg must still be freed.
+ * Caller frees with kvd_config_fini. */
+KV_WARN_UNUSED int kvd_config_load(kvd_config *cfg, int argc, char **argv,
+                                   char *err, size_t errlen);
+
+void kvd_config_fini(kvd_config *cfg);
+
+/* Prints the usage text with every setting, its default and help. */
+void kvd_config_usage(FILE *out);
+
+/* Splits "host:port" into host (copied into host, hostlen bytes) and port.
+ * KV_INVALID when malformed. */
+KV_WARN_UNUSED int kvd_parse_addr(const char *addr, char *host, size_t hostlen,
+                                  int *port);
+
+#endif

@@ -1,0 +1,492 @@
+/*
+ * The client side of kvd's event loop: listeners, connections, each
+ * connection's operation FIFO (see server.h for the ordering rule), the
+ * writer's completions and graceful shutdown.
+ *
+ * Back-pressure: a connection stops being read while its FIFO holds
+ * max-pipeline operations or the socket has a large backlog of unsent
+ * replies, and resumes when they drain, so a client that pipelines without
+ * reading cannot make kvd buffer without bound.
+ */
+#include <sodium.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "server/log.h"
+#include "server/server.h"
+
+#define READ_CHUNK 65536
+#define MAX_UNSENT (8u << 20) /* bytes queued on a socket before pausing */
+
+static uint64_t mono_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* ---- operations ---- */
+
+kvd_op *kvd_op_new(kvd_conn *c, kvd_finish_fn finish) {
+  kvd_op *op = kv_calloc(1, sizeof *op);
+  op->c = c;
+  op->finish = finish;
+  op->started_ns = mono_ns();
+  if (c->tail)
+    c->tail->next = op;
+  else
+    c->head = op;
+  c->tail = op;
+  c->queued++;
+  c->reads++; /* until kvd_op_writes says otherwise */
+  c->srv->stats.requests++;
+  return op;
+}
+
+kv_write *kvd_op_writes(kvd_op *op, size_t n) {
+  kv_assert(!op->writes && n > 0);
+  op->c->reads--;
+  op->writes = kv_calloc(n, sizeof *op->writes);
+  op->nwrites = n;
+  for (size_t i = 0; i < n; i++) {
+    kv_write_init(&op->writes[i].w);
+    op->writes[i].op = op;
+  }
+  return &op->writes[0].w;
+}
+
+/* Runs on the writer thread: hand the finished write to the loop. */
+static void write_done(kv_write *w, void *arg) {
+  kvd *srv = arg;
+  kvd_write *kw = (kvd_write *)w;
+  kw->done_next = NULL;
+  pthread_mutex_lock(&srv->done_mu);
+  if (srv->done_tail)
+    srv->done_tail->done_next = kw;
+  else
+    srv->done_head = kw;
+  srv->done_tail = kw;
+  pthread_mutex_unlock(&srv->done_mu);
+  uv_async_send(&srv->wake);
+}
+
+static void submit_now(kvd_op *op) {
+  kvd *srv = op->c->srv;
+  op->deferred = false;
+  for (size_t i = 0; i < op->nwrites; i++) {
+    kv_write *w = &op->writes[i].w;
+    w->done = write_done;
+    w->arg = srv;
+    op->pending++;
+    if (kv_store_submit(srv->store, w) != KV_OK) {
+      /* Only possible while the store closes, after the loop has stopped
+       * taking requests; answer with the error rather than hang. */
+      op->pending--;
+      w->status = KV_CLOSED;
+    }
+  }
+}
+
+void kvd_op_submit(kvd_op *op) {
+  /* The op is the FIFO's tail, so every counted read is ahead of it. */
+  if (op->c->reads > 0)
+    op->deferred = true;
+  else
+    submit_now(op);
+}
+
+/* Submits deferred writes from the head up to the first read. */
+static void submit_deferred(kvd_conn *c) {
+  for (kvd_op *op = c->head; op && op->nwrites; op = op->next)
+    if (op->deferred) submit_now(op);
+}
+
+static void op_free(kvd_op *op) {
+  for (size_t i = 0; i < op->nwrites; i++)
+    kv_write_fini(&op->writes[i].w);
+  free(op->writes);
+  if (op->free_req) op->free_req(op->req);
+  free(op);
+}
+
+/* ---- connections ---- */
+
+typedef struct out_req {
+  uv_write_t req;
+  kv_resp_out buf;
+} out_req;
+
+static void conn_maybe_free(kvd_conn *c);
+
+static void on_written(uv_write_t *req, int status) {
+  out_req *o = (out_req *)req;
+  kvd_conn *c = req->data;
+  kv_resp_out_fini(&o->buf);
+  free(o);
+  if (status < 0 && !c->closing)
+    log_debug("client_write_failed", "peer=%s err=\"%s\"", c->peer,
+              uv_strerror(status));
+  if (!c->closing && !c->reading && !c->close_after_flush && !c->srv->stopping)
+    kvd_conn_flush(c); /* may resume reading now the backlog has drained */
+  conn_maybe_free(c);
+}
+
+void kvd_conn_send(kvd_conn *c, const void *p, size_t len) {
+  kv_resp_out_append(&c->out, p, len);
+}
+
+static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf) {
+  (void)h;
+  (void)hint;
+  buf->base = kv_malloc(READ_CHUNK);
+  buf->len = READ_CHUNK;
+}
+
+static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf);
+
+static void set_reading(kvd_conn *c, bool on) {
+  if (on == c->reading || c->closing) return;
+  if (on)
+    uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+  else
+    uv_read_stop((uv_stream_t *)&c->tcp);
+  c->reading = on;
+}
+
+static void on_closed(uv_handle_t *h) {
+  kvd_conn *c = h->data;
+  kv_frame_reader_free(c->frames);
+  kv_resp_parser_free(c->resp);
+  kv_resp_out_fini(&c->out);
+  free(c);
+}
+
+static void conn_unlink(kvd_conn *c) {
+  kvd *srv = c->srv;
+  if (c->prev_conn)
+    c->prev_conn->next_conn = c->next_conn;
+  else
+    srv->conns = c->next_conn;
+  if (c->next_conn) c->next_conn->prev_conn = c->prev_conn;
+  srv->nconns--;
+}
+
+/* Frees c once it is closing and no operation or socket write refers to it:
+ * the store may still complete writes for operations of a closed client. */
+static void conn_maybe_free(kvd_conn *c) {
+  if (!c->closing) return;
+  for (kvd_op *op = c->head; op; op = op->next)
+    if (op->pending) return;
+  if (uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) > 0) return;
+  if (uv_is_closing((uv_handle_t *)&c->tcp)) return;
+  while (c->head) {
+    kvd_op *op = c->head;
+    c->head = op->next;
+    op_free(op);
+  }
+  conn_unlink(c);
+  uv_close((uv_handle_t *)&c->tcp, on_closed);
+}
+
+static void conn_close(kvd_conn *c) {
+  if (c->closing) return;
+  set_reading(c, false);
+  c->closing = true;
+  conn_maybe_free(c);
+}
+
+void kvd_conn_close_after_flush(kvd_conn *c) {
+  c->close_after_flush = true;
+  set_reading(c, false);
+}
+
+static void maybe_finish_stop(kvd *srv);
+
+void kvd_conn_flush(kvd_conn *c) {
+  if (c->closing) {
+    conn_maybe_free(c);
+    return;
+  }
+  for (;;) {
+    submit_deferred(c);
+    kvd_op *op = c->head;
+    if (!op || op->pending) break;
+    op->finish(op);
+    c->head = op->next;
+    if (!c->head) c->tail = NULL;
+    c->queued--;
+    if (!op->nwrites) c->reads--;
+    op_free(op);
+  }
+  if (c->out.len) {
+    out_req *o = kv_calloc(1, sizeof *o);
+    o->buf = c->out;
+    memset(&c->out, 0, sizeof c->out);
+    o->req.data = c;
+    uv_buf_t b = uv_buf_init((char *)o->buf.data, (unsigned)o->buf.len);
+    int rc = uv_write(&o->req, (uv_stream_t *)&c->tcp, &b, 1, on_written);
+    if (rc < 0) {
+      kv_resp_out_fini(&o->buf);
+      free(o);
+      conn_close(c);
+      return;
+    }
+  }
+  if (c->close_after_flush && !c->head) {
+    conn_close(c);
+    return;
+  }
+  kvd *srv = c->srv;
+  size_t unsent = uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp);
+  bool room = c->queued < srv->cfg->max_pipeline_n && unsent < MAX_UNSENT;
+  set_reading(c, room && !c->close_after_flush && !srv->stopping);
+  if (srv->stopping) maybe_finish_stop(srv);
+}
+
+static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
+  kvd_conn *c = s->data;
+  if (n > 0) {
+    if (c->proto == KVD_NATIVE)
+      kvd_native_input(c, (uint8_t *)buf->base, (size_t)n);
+    else
+      kvd_resp_input(c, (uint8_t *)buf->base, (size_t)n);
+    kvd_conn_flush(c);
+  } else if (n < 0) {
+    if (n != UV_EOF)
+      log_debug("client_read_failed", "peer=%s err=\"%s\"", c->peer,
+                uv_strerror((int)n));
+    conn_close(c);
+  }
+  free(buf->base);
+}
+
+static void peer_name(uv_tcp_t *t, char *out, size_t len) {
+  struct sockaddr_storage ss;
+  int sl = sizeof ss;
+  char host[48] = "?";
+  int port = 0;
+  if (uv_tcp_getpeername(t, (struct sockaddr *)&ss, &sl) == 0) {
+    if (ss.ss_family == AF_INET) {
+      uv_ip4_name((struct sockaddr_in *)&ss, host, sizeof host);
+      port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
+    } else {
+      uv_ip6_name((struct sockaddr_in6 *)&ss, host, sizeof host);
+      port = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+    }
+  }
+  snprintf(out, len, "%s:%d", host, port);
+}
+
+static void on_connection(uv_stream_t *lsn, int status) {
+  kvd *srv = lsn->data;
+  if (status < 0) {
+    log_warn("accept_failed", "err=\"%s\"", uv_strerror(status));
+    return;
+  }
+  kvd_conn *c = kv_calloc(1, sizeof *c);
+  c->srv = srv;
+  c->proto = lsn == (uv_stream_t *)&srv->native_lsn ? KVD_NATIVE : KVD_RESP;
+  uv_tcp_init(srv->loop, &c->tcp);
+  c->tcp.data = c;
+  if (uv_accept(lsn, (uv_stream_t *)&c->tcp) < 0) {
+    uv_close((uv_handle_t *)&c->tcp, on_closed);
+    return;
+  }
+  if (srv->stopping || srv->nconns >= srv->cfg->max_clients_n) {
+    srv->stats.rejected_connections++;
+    log_warn("client_rejected", "reason=%s max_clients=%llu",
+             srv->stopping ? "shutting_down" : "max_clients",
+             (unsigned long long)srv->cfg->max_clients_n);
+    uv_close((uv_handle_t *)&c->tcp, on_closed);
+    return;
+  }
+  uv_tcp_nodelay(&c->tcp, 1);
+  peer_name(&c->tcp, c->peer, sizeof c->peer);
+  c->authed = !srv->have_token;
+  if (c->proto == KVD_NATIVE) {
+    c->frames = kv_frame_reader_new(srv->cfg->max_frame_n);
+  } else {
+    kv_resp_limits lim = {0};
+    lim.max_bulk = srv->cfg->max_value_n + 1024;
+    c->resp = kv_resp_parser_new(&lim);
+  }
+  c->next_conn = srv->conns;
+  if (srv->conns) srv->conns->prev_conn = c;
+  srv->conns = c;
+  srv->nconns++;
+  srv->stats.connections++;
+  set_reading(c, true);
+}
+
+/* ---- completions ---- */
+
+static void on_wake(uv_async_t *a) {
+  kvd *srv = a->data;
+  pthread_mutex_lock(&srv->done_mu);
+  kvd_write *list = srv->done_head;
+  srv->done_head = srv->done_tail = NULL;
+  pthread_mutex_unlock(&srv->done_mu);
+
+  /* First account every completion, then flush each touched connection
+   * once: a group commit completes many writes of the same client. */
+  kvd_conn *touched[64];
+  size_t nt = 0;
+  for (kvd_write *kw = list; kw; kw = kw->done_next) {
+    kv_write *w = &kw->w;
+    if (w->status == KV_OK && w->changed)
+      kv_merkle_apply(srv->tree, w->segment, &w->delta_hash);
+    kvd_op *op = kw->op;
+    op->pending--;
+    if (op->pending == 0) {
+      kvd_conn *c = op->c;
+      bool seen = false;
+      for (size_t i = 0; i < nt && !seen; i++)
+        seen = touched[i] == c;
+      if (!seen) {
+        if (nt == 64) {
+          for (size_t i = 0; i < nt; i++)
+            kvd_conn_flush(touched[i]);
+          nt = 0;
+        }
+        touched[nt++] = c;
+      }
+    }
+  }
+  for (size_t i = 0; i < nt; i++)
+    kvd_conn_flush(touched[i]);
+  if (srv->stopping) maybe_finish_stop(srv);
+}
+
+/* ---- auth ---- */
+
+bool kvd_auth_check(kvd *srv, const uint8_t *token, size_t len) {
+  if (!srv->have_token) return true;
+  /* Hashing first makes the comparison independent of the token's length;
+   * sodium_memcmp then compares in constant time. */
+  uint8_t h[32];
+  crypto_generichash(h, sizeof h, token, len, NULL, 0);
+  return sodium_memcmp(h, srv->token_hash, sizeof h) == 0;
+}
+
+/* ---- listeners and shutdown ---- */
+
+static int bind_listener(kvd *srv, uv_tcp_t *t, const char *addr,
+                         int *bound_port) {
+  char host[256];
+  int port;
+  struct sockaddr_storage ss;
+  if (kvd_parse_addr(addr, host, sizeof host, &port)) return UV_EINVAL;
+  int rc = strchr(host, ':')
+               ? uv_ip6_addr(host, port, (struct sockaddr_in6 *)&ss)
+               : uv_ip4_addr(host, port, (struct sockaddr_in *)&ss);
+  if (rc) return rc;
+  uv_tcp_init(srv->loop, t);
+  t->data = srv;
+  if ((rc = uv_tcp_bind(t, (struct sockaddr *)&ss, 0)) ||
+      (rc = uv_listen((uv_stream_t *)t, 511, on_connection)))
+    return rc;
+  int sl = sizeof ss;
+  uv_tcp_getsockname(t, (struct sockaddr *)&ss, &sl);
+  *bound_port = ss.ss_family == AF_INET
+                    ? ntohs(((struct sockaddr_in *)&ss)->sin_port)
+                    : ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+  return 0;
+}
+
+static bool is_loopback(const char *addr) {
+  char host[256];
+  int port;
+  if (kvd_parse_addr(addr, host, sizeof host, &port)) return false;
+  return !strncmp(host, "127.", 4) || !strcmp(host, "::1") ||
+         !strcmp(host, "localhost");
+}
+
+static void on_stop_timeout(uv_timer_t *t) {
+  kvd *srv = t->data;
+  log_warn("shutdown_timeout", "clients=%zu", srv->nconns);
+  for (kvd_conn *c = srv->conns, *n; c; c = n) {
+    n = c->next_conn;
+    conn_close(c);
+  }
+  uv_stop(srv->loop);
+}
+
+/* Once every connection has been answered, close them and end the loop. */
+static void maybe_finish_stop(kvd *srv) {
+  for (kvd_conn *c = srv->conns; c; c = c->next_conn)
+    if (c->head || uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) > 0)
+      return;
+  for (kvd_conn *c = srv->conns, *n; c; c = n) {
+    n = c->next_conn;
+    conn_close(c);
+  }
+  uv_stop(srv->loop);
+}
+
+static void on_signal(uv_signal_t *s, int signum) {
+  kvd *srv = s->data;
+  if (srv->stopping) return;
+  log_info("shutdown", "signal=%d clients=%zu", signum, srv->nconns);
+  kvd_net_stop(srv);
+}
+
+void kvd_net_stop(kvd *srv) {
+  srv->stopping = true;
+  uv_close((uv_handle_t *)&srv->native_lsn, NULL);
+  if (srv->have_resp) uv_close((uv_handle_t *)&srv->resp_lsn, NULL);
+  /* Stop taking requests; answer what was already received. */
+  for (kvd_conn *c = srv->conns; c; c = c->next_conn)
+    set_reading(c, false);
+  uv_timer_start(&srv->stop_timer, on_stop_timeout, 10000, 0);
+  maybe_finish_stop(srv);
+}
+
+int kvd_net_start(kvd *srv) {
+  kvd_config *cfg = srv->cfg;
+  if (!srv->have_token &&
+      (!is_loopback(cfg->listen) ||
+       (*cfg->resp_listen && !is_loopback(cfg->resp_listen)))) {
+    log_error("config_refused",
+              "reason=\"client ports on a non-loopback address need "
+              "--auth-token-file\" listen=%s resp_listen=%s",
+              cfg->listen, cfg->resp_listen);
+    return KV_INVALID;
+  }
+  int native_port = 0, resp_port = 0, rc;
+  if ((rc = bind_listener(srv, &srv->native_lsn, cfg->listen, &native_port))) {
+    log_error("listen_failed", "addr=%s err=\"%s\"", cfg->listen,
+              uv_strerror(rc));
+    return KV_IO;
+  }
+  log_info("listen", "proto=native addr=%s port=%d", cfg->listen, native_port);
+  if (*cfg->resp_listen) {
+    srv->have_resp = true;
+    if ((rc = bind_listener(srv, &srv->resp_lsn, cfg->resp_listen,
+                            &resp_port))) {
+      log_error("listen_failed", "addr=%s err=\"%s\"", cfg->resp_listen,
+                uv_strerror(rc));
+      return KV_IO;
+    }
+    log_info("listen", "proto=resp addr=%s port=%d", cfg->resp_listen,
+             resp_port);
+  }
+  if (*cfg->ports_file) {
+    FILE *f = fopen(cfg->ports_file, "w");
+    if (!f || fprintf(f, "native=%d\nresp=%d\n", native_port, resp_port) < 0 ||
+        fclose(f) != 0) {
+      log_error("ports_file_failed", "path=%s", cfg->ports_file);
+      return KV_IO;
+    }
+  }
+  pthread_mutex_init(&srv->done_mu, NULL);
+  uv_async_init(srv->loop, &srv->wake, on_wake);
+  srv->wake.data = srv;
+  uv_timer_init(srv->loop, &srv->stop_timer);
+  srv->stop_timer.data = srv;
+  uv_signal_init(srv->loop, &srv->sigterm);
+  uv_signal_init(srv->loop, &srv->sigint);
+  srv->sigterm.data = srv->sigint.data = srv;
+  uv_signal_start(&srv->sigterm, on_signal, SIGTERM);
+  uv_signal_start(&srv->sigint, on_signal, SIGINT);
+  return KV_OK;
+}

@@ -1,0 +1,139 @@
+/*
+ * kvd internals shared by the server's files: the server, its client
+ * connections and the operations queued on them.
+ *
+ * Ordering rule: each connection keeps its requests in a FIFO of operations.
+ * An operation's reply is produced only when it reaches the head of the FIFO
+ * and all of its writes have completed, so replies leave in request order, as
+ * RESP requires and the native protocol promises. Reads run at the head, so
+ * they see every earlier write of the connection (read-your-writes). Writes
+ * are submitted to the store as soon as no read is ahead of them: a pipelined
+ * burst of writes becomes one group commit, while a write that follows a read
+ * waits until that read has run, so the read cannot see it.
+ *
+ * Threads: everything here runs on the libuv loop thread except the store's
+ * done callback, which only pushes the finished write onto a mutex-guarded
+ * list and wakes the loop with uv_async_send.
+ */
+#ifndef KVD_SERVER_H
+#define KVD_SERVER_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "proto/buf.h"
+#include "proto/frame.h"
+#include "proto/resp.h"
+#include "server/config.h"
+#include "storage/store.h"
+#include "sync/merkle.h"
+
+typedef struct kvd kvd;
+typedef struct kvd_conn kvd_conn;
+typedef struct kvd_op kvd_op;
+
+typedef enum kvd_proto { KVD_NATIVE, KVD_RESP } kvd_proto;
+
+/* A write submitted on behalf of an operation. */
+typedef struct kvd_write {
+  kv_write w; /* first: the store's callback gets &w */
+  kvd_op *op;
+  struct kvd_write *done_next;
+} kvd_write;
+
+/* Builds the operation's reply into c's output; runs at the head of the
+ * FIFO once every write of the operation has completed. */
+typedef void (*kvd_finish_fn)(kvd_op *op);
+
+struct kvd_op {
+  kvd_conn *c;
+  kvd_op *next;
+  kvd_finish_fn finish;
+  kvd_write *writes; /* nwrites of them, or NULL */
+  size_t nwrites, pending;
+  bool deferred; /* writes not yet submitted: a read is ahead */
+  void *req;     /* protocol request, owned (freed by free_req) */
+  void (*free_req)(void *req);
+  uint64_t id; /* native request id */
+  int err;     /* an error decided before execution (reported by finish) */
+  uint64_t started_ns;
+};
+
+struct kvd_conn {
+  uv_tcp_t tcp;
+  kvd *srv;
+  kvd_proto proto;
+  kv_frame_reader *frames; /* native */
+  kv_resp_parser *resp;    /* RESP */
+  kvd_op *head, *tail;
+  size_t queued;
+  size_t reads;    /* operations in the FIFO without writes */
+  kv_resp_out out; /* replies not yet handed to the socket */
+  bool reading, closing, close_after_flush, authed;
+  char peer[64];
+  kvd_conn *prev_conn, *next_conn;
+};
+
+typedef struct kvd_stats {
+  uint64_t connections, rejected_connections, requests, errors;
+} kvd_stats;
+
+struct kvd {
+  uv_loop_t *loop;
+  kvd_config *cfg;
+  kv_store *store;
+  kv_merkle *tree;
+  uv_tcp_t native_lsn, resp_lsn;
+  bool have_resp;
+  uv_async_t wake;
+  uv_signal_t sigterm, sigint;
+  uv_timer_t stop_timer;
+
+  pthread_mutex_t done_mu;
+  kvd_write *done_head, *done_tail;
+
+  kvd_conn *conns;
+  size_t nconns;
+  bool stopping;
+  uint8_t token_hash[32];
+  bool have_token;
+  uint64_t start_ms;
+  kvd_stats stats;
+};
+
+/* ---- net.c: connections, the operation FIFO, completions ---- */
+
+int kvd_net_start(kvd *srv);
+void kvd_net_stop(kvd *srv);
+
+/* A new operation appended to c's FIFO (finish may be NULL only if set
+ * before the next flush). */
+kvd_op *kvd_op_new(kvd_conn *c, kvd_finish_fn finish);
+
+/* n writes for op, zeroed, owned by op. */
+kv_write *kvd_op_writes(kvd_op *op, size_t n);
+
+/* Submits op's writes to the store. */
+void kvd_op_submit(kvd_op *op);
+
+/* Appends bytes to c's output (copied). */
+void kvd_conn_send(kvd_conn *c, const void *p, size_t len);
+
+/* Produces every reply that is ready, then writes them out. */
+void kvd_conn_flush(kvd_conn *c);
+
+/* Closes c once everything queued has been answered. */
+void kvd_conn_close_after_flush(kvd_conn *c);
+
+/* True when token matches the configured auth token (constant time). */
+bool kvd_auth_check(kvd *srv, const uint8_t *token, size_t len);
+
+/* ---- native.c and resp_cmds.c: protocol front ends ---- */
+
+/* Feed bytes received on c; parse and start operations. */
+void kvd_native_input(kvd_conn *c, const uint8_t *p, size_t len);
+void kvd_resp_input(kvd_conn *c, const uint8_t *p, size_t len);
+
+#endif

@@ -6,6 +6,7 @@
  * writer commit everything submitted, and exits 0.
  */
 #include <errno.h>
+#include <signal.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,7 +28,10 @@ static int read_token(kvd *srv, const char *path) {
   char buf[MAX_TOKEN + 2];
   size_t n = fread(buf, 1, sizeof buf, f);
   fclose(f);
-  while (n && (buf[n - 1] == '\n' || buf[n - 1] == '\r'))
+  /* Trailing blanks and line ends are not part of the token (kvctl reads
+   * it the same way): an editor's newline must not lock a client out. */
+  while (n && (buf[n - 1] == '\n' || buf[n - 1] == '\r' || buf[n - 1] == ' ' ||
+               buf[n - 1] == '\t'))
     n--;
   if (n == 0 || n > MAX_TOKEN) {
     log_error("auth_token_invalid", "path=%s reason=\"empty or over %d bytes\"",
@@ -109,6 +113,7 @@ int main(int argc, char **argv) {
     return 0;
   }
   kvd_log_set_level(cfg.log_level_n);
+  signal(SIGPIPE, SIG_IGN); /* a vanished client is EPIPE, not death */
   if (sodium_init() < 0) kv_panic("libsodium failed to initialise");
 
   kvd srv;

@@ -25,6 +25,8 @@ static uint64_t mono_ns(void) {
   return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
+static void maybe_finish_stop(kvd *srv);
+
 /* ---- operations ---- */
 
 kvd_op *kvd_op_new(kvd_conn *c, kvd_finish_fn finish) {
@@ -70,21 +72,28 @@ static void write_done(kv_write *w, void *arg) {
   uv_async_send(&srv->wake);
 }
 
+/* An operation's writes go to the store as one atomic group (MSET, DEL of
+ * several keys: all or nothing, as in Redis). */
 static void submit_now(kvd_op *op) {
   kvd *srv = op->c->srv;
   op->deferred = false;
+  kv_write *one[1],
+      **ws = op->nwrites == 1 ? one : kv_malloc(op->nwrites * sizeof *ws);
   for (size_t i = 0; i < op->nwrites; i++) {
     kv_write *w = &op->writes[i].w;
     w->done = write_done;
     w->arg = srv;
-    op->pending++;
-    if (kv_store_submit(srv->store, w) != KV_OK) {
-      /* Only possible while the store closes, after the loop has stopped
-       * taking requests; answer with the error rather than hang. */
-      op->pending--;
-      w->status = KV_CLOSED;
-    }
+    ws[i] = w;
   }
+  if (kv_store_submit_group(srv->store, ws, op->nwrites) == KV_OK) {
+    op->pending = op->nwrites;
+  } else {
+    /* Only possible while the store closes, after the loop has stopped
+     * taking requests; answer with the error rather than hang. */
+    for (size_t i = 0; i < op->nwrites; i++)
+      ws[i]->status = KV_CLOSED;
+  }
+  if (ws != one) free(ws);
 }
 
 void kvd_op_submit(kvd_op *op) {
@@ -121,14 +130,17 @@ static void conn_maybe_free(kvd_conn *c);
 static void on_written(uv_write_t *req, int status) {
   out_req *o = (out_req *)req;
   kvd_conn *c = req->data;
+  kvd *srv = c->srv;
   kv_resp_out_fini(&o->buf);
   free(o);
   if (status < 0 && !c->closing)
     log_debug("client_write_failed", "peer=%s err=\"%s\"", c->peer,
               uv_strerror(status));
-  if (!c->closing && !c->reading && !c->close_after_flush && !c->srv->stopping)
+  if (!c->closing && !c->reading && !c->close_after_flush && !srv->stopping)
     kvd_conn_flush(c); /* may resume reading now the backlog has drained */
   conn_maybe_free(c);
+  /* A drained backlog may be the last thing a shutdown waits for. */
+  if (srv->stopping) maybe_finish_stop(srv);
 }
 
 void kvd_conn_send(kvd_conn *c, const void *p, size_t len) {
@@ -145,7 +157,7 @@ static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf) {
 static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf);
 
 static void set_reading(kvd_conn *c, bool on) {
-  if (on == c->reading || c->closing) return;
+  if (on == c->reading || c->finalizing) return;
   if (on)
     uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
   else
@@ -155,10 +167,13 @@ static void set_reading(kvd_conn *c, bool on) {
 
 static void on_closed(uv_handle_t *h) {
   kvd_conn *c = h->data;
+  kvd *srv = c->srv;
   kv_frame_reader_free(c->frames);
   kv_resp_parser_free(c->resp);
   kv_resp_out_fini(&c->out);
   free(c);
+  srv->alive--;
+  if (srv->stopping) maybe_finish_stop(srv);
 }
 
 static void conn_unlink(kvd_conn *c) {
@@ -171,36 +186,46 @@ static void conn_unlink(kvd_conn *c) {
   srv->nconns--;
 }
 
+static void on_shutdown(uv_shutdown_t *req, int status) {
+  (void)status;
+  kvd_conn *c = req->data;
+  free(req);
+  if (!uv_is_closing((uv_handle_t *)&c->tcp))
+    uv_close((uv_handle_t *)&c->tcp, on_closed);
+}
+
 /* Frees c once it is closing and no operation or socket write refers to it:
- * the store may still complete writes for operations of a closed client. */
+ * the store may still complete writes for operations of a closed client.
+ * The socket is half-closed first (FIN after the last reply) and input is
+ * drained until then, so the client reads every reply instead of a reset. */
 static void conn_maybe_free(kvd_conn *c) {
-  if (!c->closing) return;
+  if (!c->closing || c->finalizing) return;
   for (kvd_op *op = c->head; op; op = op->next)
     if (op->pending) return;
   if (uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) > 0) return;
-  if (uv_is_closing((uv_handle_t *)&c->tcp)) return;
+  c->finalizing = true;
   while (c->head) {
     kvd_op *op = c->head;
     c->head = op->next;
     op_free(op);
   }
   conn_unlink(c);
-  uv_close((uv_handle_t *)&c->tcp, on_closed);
+  uv_shutdown_t *req = kv_calloc(1, sizeof *req);
+  req->data = c;
+  if (uv_shutdown(req, (uv_stream_t *)&c->tcp, on_shutdown) != 0) {
+    free(req);
+    uv_close((uv_handle_t *)&c->tcp, on_closed);
+  }
 }
 
 static void conn_close(kvd_conn *c) {
   if (c->closing) return;
-  set_reading(c, false);
+  set_reading(c, true); /* drain, do not process (see on_read) */
   c->closing = true;
   conn_maybe_free(c);
 }
 
-void kvd_conn_close_after_flush(kvd_conn *c) {
-  c->close_after_flush = true;
-  set_reading(c, false);
-}
-
-static void maybe_finish_stop(kvd *srv);
+void kvd_conn_close_after_flush(kvd_conn *c) { c->close_after_flush = true; }
 
 void kvd_conn_flush(kvd_conn *c) {
   if (c->closing) {
@@ -239,13 +264,18 @@ void kvd_conn_flush(kvd_conn *c) {
   kvd *srv = c->srv;
   size_t unsent = uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp);
   bool room = c->queued < srv->cfg->max_pipeline_n && unsent < MAX_UNSENT;
-  set_reading(c, room && !c->close_after_flush && !srv->stopping);
+  /* While closing or stopping, input is read and dropped (see on_read). */
+  set_reading(c, room || c->close_after_flush || srv->stopping);
   if (srv->stopping) maybe_finish_stop(srv);
 }
 
 static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
   kvd_conn *c = s->data;
-  if (n > 0) {
+  bool discard = c->closing || c->close_after_flush || c->srv->stopping;
+  if (n > 0 && discard) {
+    /* Nothing more is taken from this client; reading keeps its data from
+     * turning our close into a reset that could destroy replies in flight. */
+  } else if (n > 0) {
     if (c->proto == KVD_NATIVE)
       kvd_native_input(c, (uint8_t *)buf->base, (size_t)n);
     else
@@ -285,6 +315,7 @@ static void on_connection(uv_stream_t *lsn, int status) {
   }
   kvd_conn *c = kv_calloc(1, sizeof *c);
   c->srv = srv;
+  srv->alive++; /* until on_closed, whatever happens below */
   c->proto = lsn == (uv_stream_t *)&srv->native_lsn ? KVD_NATIVE : KVD_RESP;
   uv_tcp_init(srv->loop, &c->tcp);
   c->tcp.data = c;
@@ -411,7 +442,8 @@ static void on_stop_timeout(uv_timer_t *t) {
   uv_stop(srv->loop);
 }
 
-/* Once every connection has been answered, close them and end the loop. */
+/* Once every connection has been answered, close them; the loop ends when
+ * the last one has closed. */
 static void maybe_finish_stop(kvd *srv) {
   for (kvd_conn *c = srv->conns; c; c = c->next_conn)
     if (c->head || uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) > 0)
@@ -420,7 +452,7 @@ static void maybe_finish_stop(kvd *srv) {
     n = c->next_conn;
     conn_close(c);
   }
-  uv_stop(srv->loop);
+  if (srv->alive == 0) uv_stop(srv->loop);
 }
 
 static void on_signal(uv_signal_t *s, int signum) {
@@ -434,9 +466,8 @@ void kvd_net_stop(kvd *srv) {
   srv->stopping = true;
   uv_close((uv_handle_t *)&srv->native_lsn, NULL);
   if (srv->have_resp) uv_close((uv_handle_t *)&srv->resp_lsn, NULL);
-  /* Stop taking requests; answer what was already received. */
-  for (kvd_conn *c = srv->conns; c; c = c->next_conn)
-    set_reading(c, false);
+  /* Stop taking requests (input is now drained and dropped, see on_read);
+   * answer what was already received. */
   uv_timer_start(&srv->stop_timer, on_stop_timeout, 10000, 0);
   maybe_finish_stop(srv);
 }

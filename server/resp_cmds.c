@@ -79,29 +79,19 @@ static void fin_echo(kvd_op *op) {
   kv_resp_add_bulk(out(op), args(op)->argv[1].data, args(op)->argv[1].len);
 }
 
-static void fin_quit(kvd_op *op) {
-  kv_resp_add_simple(out(op), "OK");
-  kvd_conn_close_after_flush(op->c);
-}
+static void fin_quit(kvd_op *op) { kv_resp_add_simple(out(op), "OK"); }
 
+/* AUTH's outcome was decided when it arrived (st_auth); reported in order. */
 static void fin_auth(kvd_op *op) {
-  resp_req *r = args(op);
-  kvd *srv = op->c->srv;
-  if (!srv->have_token) {
+  if (op->err == KV_INVALID)
     kv_resp_add_error(out(op),
                       "ERR AUTH <password> called without any password "
                       "configured for the default user. Are you sure your "
                       "configuration is correct?");
-    return;
-  }
-  const kv_buf *tok = &r->argv[r->argc - 1]; /* AUTH [user] token */
-  if (!kvd_auth_check(srv, tok->data, tok->len)) {
-    log_warn("auth_failed", "peer=%s proto=resp", op->c->peer);
-    kv_resp_add_kv_error(out(op), KV_AUTH_FAILED);
-    return;
-  }
-  op->c->authed = true;
-  kv_resp_add_simple(out(op), "OK");
+  else if (op->err)
+    kv_resp_add_kv_error(out(op), op->err);
+  else
+    kv_resp_add_simple(out(op), "OK");
 }
 
 /* Reads key; *o is initialised either way (empty when absent). */
@@ -111,6 +101,7 @@ static int read_key(kvd_op *op, const kv_buf *key, kv_object *o) {
     kv_object_init(o);
     return KV_OK;
   }
+  if (rc != KV_OK) kv_object_init(o); /* callers fini it on errors too */
   return rc;
 }
 
@@ -232,43 +223,41 @@ static void fin_incr(kvd_op *op) {
     kv_resp_add_int(out(op), w->counter);
 }
 
-/* ---- SCAN: the store's binary cursor travels as hex; "0" is start/end ---- */
-
-static bool hex_decode(const kv_buf *s, kv_buf *out_buf) {
-  if (s->len % 2) return false;
-  out_buf->len = s->len / 2;
-  out_buf->data = kv_malloc(out_buf->len);
-  for (size_t i = 0; i < out_buf->len; i++) {
-    unsigned v;
-    char two[3] = {(char)s->data[2 * i], (char)s->data[2 * i + 1], 0};
-    if (!isxdigit((unsigned char)two[0]) || !isxdigit((unsigned char)two[1]) ||
-        sscanf(two, "%x", &v) != 1) {
-      kv_buf_free(out_buf);
-      return false;
-    }
-    out_buf->data[i] = (uint8_t)v;
-  }
-  return true;
-}
+/* ---- SCAN ----
+ * Redis clients parse the cursor as a decimal integer (redis-cli does), so
+ * the RESP cursor is the next Merkle segment to visit: keys are stored
+ * segment by segment, and a page always ends on a segment boundary, so no key
+ * is skipped or repeated however the store changes between calls. "0" starts
+ * and ends a scan. COUNT is a hint, as in Redis: a page stops after COUNT
+ * keys (finishing its segment) or after SCAN_SEGMENTS_PER_CALL segments. */
+#define SCAN_SEGMENTS_PER_CALL 4096
 
 typedef struct scan_acc {
   kv_buf *keys;
-  size_t n;
-  const char *pattern; /* NULL: no MATCH filter beyond the prefix */
+  size_t n, cap;
+  const char *pattern; /* NULL: every live key */
 } scan_acc;
 
-static bool scan_visit(const uint8_t *k, size_t kl, const uint8_t *o, size_t ol,
-                       void *arg) {
-  (void)o;
-  (void)ol;
+static bool scan_visit(const uint8_t *k, size_t kl, const uint8_t *obj,
+                       size_t ol, void *arg) {
   scan_acc *a = arg;
   if (a->pattern) {
+    if (memchr(k, 0, kl)) return true; /* fnmatch cannot see past a NUL */
     char *z = kv_malloc(kl + 1);
     memcpy(z, k, kl);
     z[kl] = 0;
-    bool match = memchr(k, 0, kl) == NULL && fnmatch(a->pattern, z, 0) == 0;
+    bool match = fnmatch(a->pattern, z, 0) == 0;
     free(z);
     if (!match) return true;
+  }
+  kv_object o;
+  if (kv_object_decode(obj, ol, SIZE_MAX, &o) != KV_OK) return true;
+  bool live = kv_object_kind(&o) != KV_KIND_NONE;
+  kv_object_fini(&o);
+  if (!live) return true;
+  if (a->n == a->cap) {
+    a->cap = a->cap ? a->cap * 2 : 16;
+    a->keys = kv_realloc(a->keys, a->cap * sizeof *a->keys);
   }
   a->keys[a->n++] = kv_buf_dup(k, kl);
   return true;
@@ -276,13 +265,13 @@ static bool scan_visit(const uint8_t *k, size_t kl, const uint8_t *o, size_t ol,
 
 static void fin_scan(kvd_op *op) {
   resp_req *r = args(op);
-  kv_buf cursor = {NULL, 0};
-  const kv_buf *cur = &r->argv[1];
-  if (!(cur->len == 1 && cur->data[0] == '0') && !hex_decode(cur, &cursor)) {
+  kv_store *store = op->c->srv->store;
+  uint64_t nsegs = 1ull << kv_store_segment_bits(store);
+  int64_t cur, count = SCAN_DEFAULT_COUNT;
+  if (!parse_i64(&r->argv[1], &cur) || cur < 0 || (uint64_t)cur >= nsegs) {
     kv_resp_add_error(out(op), "ERR invalid cursor");
     return;
   }
-  int64_t count = SCAN_DEFAULT_COUNT;
   const char *pattern = NULL;
   for (size_t i = 2; i < r->argc; i += 2) {
     const char *opt = (const char *)r->argv[i].data;
@@ -295,32 +284,19 @@ static void fin_scan(kvd_op *op) {
       goto syntax;
   }
   if (count > SCAN_MAX_COUNT) count = SCAN_MAX_COUNT;
-  /* A pattern "abc*" with no other wildcard is a prefix scan; anything else
-   * filters the keys of the page, so a page may come back short or empty
-   * with a non-zero cursor, as in Redis. */
-  size_t plen = 0;
-  bool plain_prefix = false;
-  if (pattern) {
-    plen = strcspn(pattern, "*?[\\");
-    plain_prefix = pattern[plen] == '*' && pattern[plen + 1] == 0;
-  }
-  scan_acc acc = {kv_calloc((size_t)count, sizeof(kv_buf)), 0,
-                  pattern && !plain_prefix ? pattern : NULL};
-  int rc = kv_store_scan(op->c->srv->store, &cursor, (const uint8_t *)pattern,
-                         plen, (size_t)count, scan_visit, &acc);
+  scan_acc acc = {NULL, 0, 0,
+                  pattern && strcmp(pattern, "*") != 0 ? pattern : NULL};
+  uint64_t seg = (uint64_t)cur;
+  int rc = KV_OK;
+  for (uint64_t visited = 0; seg < nsegs && acc.n < (size_t)count &&
+                             visited < SCAN_SEGMENTS_PER_CALL && rc == KV_OK;
+       visited++, seg++)
+    rc = kv_store_segment(store, (uint32_t)seg, scan_visit, &acc);
   if (rc) {
     kv_resp_add_kv_error(out(op), rc);
   } else {
     kv_resp_add_array(out(op), 2);
-    if (cursor.len == 0) {
-      kv_resp_add_bulk(out(op), "0", 1);
-    } else {
-      char *hex = kv_malloc(cursor.len * 2 + 1);
-      for (size_t i = 0; i < cursor.len; i++)
-        sprintf(hex + 2 * i, "%02x", cursor.data[i]);
-      kv_resp_add_bulk(out(op), hex, cursor.len * 2);
-      free(hex);
-    }
+    kv_resp_add_bulk_int(out(op), seg >= nsegs ? 0 : (int64_t)seg);
     kv_resp_add_array(out(op), acc.n);
     for (size_t i = 0; i < acc.n; i++)
       kv_resp_add_bulk(out(op), acc.keys[i].data, acc.keys[i].len);
@@ -328,10 +304,8 @@ static void fin_scan(kvd_op *op) {
   for (size_t i = 0; i < acc.n; i++)
     kv_buf_free(&acc.keys[i]);
   free(acc.keys);
-  kv_buf_free(&cursor);
   return;
 syntax:
-  kv_buf_free(&cursor);
   kv_resp_add_error(out(op), "ERR syntax error");
 }
 
@@ -423,6 +397,31 @@ static void fin_select(kvd_op *op) {
     kv_resp_add_error(out(op), "ERR DB index is out of range");
 }
 
+static void reply_now(kvd_conn *c, resp_req *r, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Queues a ready-made error line as an operation, keeping reply order. */
+typedef struct err_req {
+  char msg[256];
+} err_req;
+
+static void fin_text_error(kvd_op *op) {
+  kv_resp_add_error(out(op), ((err_req *)op->req)->msg);
+}
+
+static void reply_now(kvd_conn *c, resp_req *r, const char *fmt, ...) {
+  free(r);
+  err_req *e = kv_calloc(1, sizeof *e);
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(e->msg, sizeof e->msg, fmt, ap);
+  va_end(ap);
+  kvd_op *op = kvd_op_new(c, fin_text_error);
+  op->req = e;
+  op->free_req = free;
+  c->srv->stats.errors++;
+}
+
 /* ---- starters: parse arguments and queue the operation ---- */
 
 typedef void (*start_fn)(kvd_conn *c, resp_req *r);
@@ -444,10 +443,7 @@ static void start_simple(kvd_conn *c, resp_req *r, kvd_finish_fn fin) {
 
 #define SIMPLE(name, fin)                                                      \
   static void name(kvd_conn *c, resp_req *r) { start_simple(c, r, fin); }
-SIMPLE(st_ping, fin_pong)
 SIMPLE(st_echo, fin_echo)
-SIMPLE(st_auth, fin_auth)
-SIMPLE(st_quit, fin_quit)
 SIMPLE(st_get, fin_get)
 SIMPLE(st_mget, fin_mget)
 SIMPLE(st_exists, fin_exists)
@@ -459,6 +455,33 @@ SIMPLE(st_config, fin_config)
 SIMPLE(st_select, fin_select)
 SIMPLE(st_dbsize, fin_dbsize)
 #undef SIMPLE
+
+static void st_ping(kvd_conn *c, resp_req *r) {
+  if (r->argc > 2)
+    reply_now(c, r, "ERR wrong number of arguments for 'ping' command");
+  else
+    op_for(c, r, fin_pong);
+}
+
+/* Nothing after QUIT runs, even if it was pipelined behind it. */
+static void st_quit(kvd_conn *c, resp_req *r) {
+  op_for(c, r, fin_quit);
+  kvd_conn_close_after_flush(c);
+}
+
+/* Checked when it arrives, so commands pipelined behind it are covered. */
+static void st_auth(kvd_conn *c, resp_req *r) {
+  kvd_op *op = op_for(c, r, fin_auth);
+  const kv_buf *tok = &r->argv[r->argc - 1]; /* AUTH [user] token */
+  if (!c->srv->have_token) {
+    op->err = KV_INVALID;
+  } else if (kvd_auth_check(c->srv, tok->data, tok->len)) {
+    c->authed = true;
+  } else {
+    log_warn("auth_failed", "peer=%s proto=resp", c->peer);
+    op->err = KV_AUTH_FAILED;
+  }
+}
 
 static void set_put(kv_write *w, const kv_buf *k, const kv_buf *v) {
   w->op = KV_WRITE_PUT;
@@ -473,7 +496,9 @@ static void st_set(kvd_conn *c, resp_req *r) {
   if (r->argc != 3) {
     /* EX, PX, NX, XX, GET...: epikv has no expiry and no conditional
      * writes (they cannot be honoured across replicas). */
-    op_for(c, r, fin_error)->err = KV_BAD_REQUEST;
+    reply_now(c, r,
+              "ERR SET options (EX, PX, NX, XX, GET, ...) are not supported: "
+              "epikv has no expiry or conditional writes");
     return;
   }
   kvd_op *op = op_for(c, r, fin_set);
@@ -483,7 +508,7 @@ static void st_set(kvd_conn *c, resp_req *r) {
 
 static void st_mset(kvd_conn *c, resp_req *r) {
   if (r->argc % 2 == 0) {
-    op_for(c, r, fin_error)->err = KV_BAD_REQUEST;
+    reply_now(c, r, "ERR wrong number of arguments for 'mset' command");
     return;
   }
   kvd_op *op = op_for(c, r, fin_set);
@@ -522,7 +547,7 @@ static void st_decr(kvd_conn *c, resp_req *r) { start_incr(c, r, -1); }
 static void st_incrby(kvd_conn *c, resp_req *r, bool negate) {
   int64_t d;
   if (!parse_i64(&r->argv[2], &d) || (negate && d == INT64_MIN)) {
-    op_for(c, r, fin_error)->err = KV_INVALID;
+    reply_now(c, r, "ERR value is not an integer or out of range");
     return;
   }
   start_incr(c, r, negate ? -d : d);
@@ -562,31 +587,6 @@ static const command *lookup(const kv_buf *name) {
   return NULL;
 }
 
-static void reply_now(kvd_conn *c, resp_req *r, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-/* Queues a ready-made error line as an operation, keeping reply order. */
-typedef struct err_req {
-  char msg[256];
-} err_req;
-
-static void fin_text_error(kvd_op *op) {
-  kv_resp_add_error(out(op), ((err_req *)op->req)->msg);
-}
-
-static void reply_now(kvd_conn *c, resp_req *r, const char *fmt, ...) {
-  free(r);
-  err_req *e = kv_calloc(1, sizeof *e);
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(e->msg, sizeof e->msg, fmt, ap);
-  va_end(ap);
-  kvd_op *op = kvd_op_new(c, fin_text_error);
-  op->req = e;
-  op->free_req = free;
-  c->srv->stats.errors++;
-}
-
 static void dispatch(kvd_conn *c, const kv_resp_cmd *cmd) {
   resp_req *r = copy_args(cmd);
   const command *k = lookup(&r->argv[0]);
@@ -619,7 +619,8 @@ void kvd_resp_input(kvd_conn *c, const uint8_t *p, size_t len) {
   if (c->close_after_flush) return;
   int rc = kv_resp_parser_feed(c->resp, p, len);
   kv_resp_cmd cmd;
-  while (rc == KV_OK && (rc = kv_resp_parser_next(c->resp, &cmd)) == KV_OK)
+  while (rc == KV_OK && !c->close_after_flush &&
+         (rc = kv_resp_parser_next(c->resp, &cmd)) == KV_OK)
     dispatch(c, &cmd);
   if (rc != KV_AGAIN && rc != KV_OK) {
     const char *why = kv_resp_parser_error(c->resp);

@@ -71,7 +71,7 @@ struct kvd_conn {
   size_t queued;
   size_t reads;    /* operations in the FIFO without writes */
   kv_resp_out out; /* replies not yet handed to the socket */
-  bool reading, closing, close_after_flush, authed;
+  bool reading, closing, finalizing, close_after_flush, authed;
   char peer[64];
   kvd_conn *prev_conn, *next_conn;
 };
@@ -95,7 +95,8 @@ struct kvd {
   kvd_write *done_head, *done_tail;
 
   kvd_conn *conns;
-  size_t nconns;
+  size_t nconns; /* linked: accepted and not yet closing for good */
+  size_t alive;  /* accepted and not yet freed */
   bool stopping;
   uint8_t token_hash[32];
   bool have_token;

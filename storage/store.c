@@ -64,8 +64,9 @@ struct kv_store {
   kv_write *head, *tail; /* queue, guarded by mu */
   bool closing;          /* guarded by mu */
 
-  uint64_t hlc; /* writer thread only */
-  uint64_t id;  /* never reused, names the store in thread-locals */
+  uint64_t hlc;          /* writer thread only */
+  _Atomic uint64_t live; /* live keys; written by the writer thread */
+  uint64_t id;           /* never reused, names the store in thread-locals */
   MDB_txn *readers[MAX_CACHED_READERS]; /* cached per thread, guarded by mu */
   size_t nreaders;
   _Atomic uint64_t commits, writes;
@@ -131,6 +132,27 @@ static uint64_t mint_replica_id(void) {
   return id;
 }
 
+/* Counts stored objects whose kind is not NONE (a data directory written
+ * before the count was kept). */
+static int count_live(kv_store *s, MDB_txn *txn, uint64_t *out) {
+  MDB_cursor *cur;
+  MDB_val k, v;
+  uint64_t n = 0;
+  int rc = mdb_cursor_open(txn, s->objects, &cur);
+  if (rc) return rc;
+  for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;
+       rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+    kv_object o;
+    if (kv_object_decode(v.mv_data, v.mv_size, SIZE_MAX, &o) != KV_OK) continue;
+    n += kv_object_kind(&o) != KV_KIND_NONE;
+    kv_object_fini(&o);
+  }
+  mdb_cursor_close(cur);
+  if (rc != MDB_NOTFOUND) return rc;
+  *out = n;
+  return 0;
+}
+
 /* Opens the named databases and reads or creates the meta records. */
 static int init_meta(kv_store *s) {
   MDB_txn *txn;
@@ -174,6 +196,17 @@ static int init_meta(kv_store *s) {
     mdb_txn_abort(txn);
     return log_mdb("meta_get", rc), KV_IO;
   }
+  uint64_t live = 0;
+  rc = meta_get_u64(s, txn, "live_keys", &live);
+  if (rc == MDB_NOTFOUND) {
+    if ((rc = count_live(s, txn, &live)) == 0)
+      rc = meta_put_u64(s, txn, "live_keys", live);
+  }
+  if (rc) {
+    mdb_txn_abort(txn);
+    return log_mdb("live_keys", rc), from_mdb(rc);
+  }
+  s->live = live;
   rc = mdb_txn_commit(txn);
   if (rc) return log_mdb("txn_commit", rc), from_mdb(rc);
   return KV_OK;
@@ -266,6 +299,7 @@ static int compute(kv_store *s, kv_write *w, kv_object *cur, kv_object *out) {
  * w->status. */
 static int apply(kv_store *s, MDB_txn *txn, kv_write *w) {
   w->status = KV_OK;
+  w->live_delta = 0;
   w->changed = false;
   memset(&w->delta_hash, 0, sizeof w->delta_hash);
   kv_buf_free(&w->object);
@@ -297,7 +331,10 @@ static int apply(kv_store *s, MDB_txn *txn, kv_write *w) {
   if (has_old) delta = contribution(w->key, w->keylen, v.mv_data, v.mv_size);
   kv_buf old = has_old ? kv_buf_dup(v.mv_data, v.mv_size) : (kv_buf){NULL, 0};
 
+  bool was_live = has_old && kv_object_kind(&cur) != KV_KIND_NONE;
   w->status = compute(s, w, &cur, &next);
+  if (w->status == KV_OK)
+    w->live_delta = (kv_object_kind(&next) != KV_KIND_NONE) - was_live;
   kv_object_fini(&cur);
   if (w->status) {
     kv_buf_free(&old);
@@ -350,29 +387,71 @@ static void complete(kv_store *s, kv_write *w) {
   w->done(w, w->arg);
 }
 
-/* Runs reqs[0..n) in one transaction. Returns 0, or the LMDB error that
- * aborted the transaction, in which case nothing was written and no
- * request has completed. */
+static void undo_request(kv_write *w) {
+  w->changed = false;
+  w->live_delta = 0;
+  memset(&w->delta_hash, 0, sizeof w->delta_hash);
+  kv_buf_free(&w->object);
+}
+
+/* Applies the atomic group reqs[0..n) in a nested transaction: all or none.
+ * Returns 0 or an LMDB error that poisons the outer transaction. */
+static int apply_group(kv_store *s, MDB_txn *txn, kv_write **reqs, size_t n) {
+  MDB_txn *child;
+  int rc = mdb_txn_begin(s->env, txn, 0, &child);
+  if (rc) return rc;
+  int failed = KV_OK;
+  for (size_t i = 0; i < n; i++) {
+    if ((rc = apply(s, child, reqs[i]))) {
+      mdb_txn_abort(child);
+      return rc;
+    }
+    int st = reqs[i]->status;
+    if (!failed && st != KV_OK && st != KV_NOTFOUND) failed = st;
+  }
+  if (!failed) return mdb_txn_commit(child);
+  mdb_txn_abort(child);
+  for (size_t i = 0; i < n; i++) {
+    undo_request(reqs[i]);
+    if (reqs[i]->status == KV_OK || reqs[i]->status == KV_NOTFOUND)
+      reqs[i]->status = failed;
+  }
+  return 0;
+}
+
+/* Runs reqs[0..n) (whole groups) in one transaction. Returns 0, or the LMDB
+ * error that aborted the transaction, in which case nothing was written and
+ * no request has completed. */
 static int run_txn(kv_store *s, kv_write **reqs, size_t n) {
   MDB_txn *txn;
   int rc = mdb_txn_begin(s->env, NULL, 0, &txn);
   if (rc) return rc;
-  for (size_t i = 0; i < n; i++) {
-    if ((rc = apply(s, txn, reqs[i]))) {
+  for (size_t i = 0; i < n; i += reqs[i]->group) {
+    rc = reqs[i]->group == 1 ? apply(s, txn, reqs[i])
+                             : apply_group(s, txn, &reqs[i], reqs[i]->group);
+    if (rc) {
       mdb_txn_abort(txn);
       return rc;
     }
   }
+  /* The live-key count changes in the same transaction as the objects. */
+  int64_t live = 0;
+  for (size_t i = 0; i < n; i++)
+    live += reqs[i]->live_delta;
+  if (live &&
+      (rc = meta_put_u64(s, txn, "live_keys", s->live + (uint64_t)live))) {
+    mdb_txn_abort(txn);
+    return rc;
+  }
   if ((rc = mdb_txn_commit(txn))) return rc;
+  s->live += (uint64_t)live;
   atomic_fetch_add(&s->commits, 1);
   return 0;
 }
 
 static void fail_request(kv_write *w, int rc) {
   w->status = from_mdb(rc);
-  w->changed = false;
-  memset(&w->delta_hash, 0, sizeof w->delta_hash);
-  kv_buf_free(&w->object);
+  undo_request(w);
 }
 
 static void run_batch(kv_store *s, kv_write **reqs, size_t n) {
@@ -383,21 +462,23 @@ static void run_batch(kv_store *s, kv_write **reqs, size_t n) {
     return;
   }
   if (rc != MDB_MAP_FULL) log_mdb("write_txn", rc);
-  if (n == 1) {
-    fail_request(reqs[0], rc);
-    complete(s, reqs[0]);
+  if (n == reqs[0]->group) {
+    for (size_t i = 0; i < n; i++) {
+      fail_request(reqs[i], rc);
+      complete(s, reqs[i]);
+    }
     return;
   }
-  /* Replay one by one so that only the requests that cannot be committed
-   * fail; the others still complete in submission order. */
-  for (size_t i = 0; i < n; i++)
-    run_batch(s, &reqs[i], 1);
+  /* Replay one request (or group) per transaction so that only what cannot
+   * be committed fails; the rest still complete in submission order. */
+  for (size_t i = 0; i < n; i += reqs[i]->group)
+    run_batch(s, &reqs[i], reqs[i]->group);
 }
 
 static void *writer_main(void *arg) {
   kv_store *s = arg;
-  size_t cap = s->opts.max_batch;
-  kv_write **batch = kv_malloc(cap * sizeof *batch);
+  size_t limit = s->opts.max_batch, alloc = limit;
+  kv_write **batch = kv_malloc(alloc * sizeof *batch);
   for (;;) {
     pthread_mutex_lock(&s->mu);
     while (!s->head && !s->closing)
@@ -407,9 +488,16 @@ static void *writer_main(void *arg) {
       break;
     }
     size_t n = 0;
-    while (s->head && n < cap) {
-      batch[n++] = s->head;
-      s->head = s->head->next;
+    /* Whole groups only: a group may overrun the batch limit. */
+    while (s->head && n < limit) {
+      for (size_t g = s->head->group; g > 0; g--) {
+        if (n == alloc) {
+          alloc *= 2;
+          batch = kv_realloc(batch, alloc * sizeof *batch);
+        }
+        batch[n++] = s->head;
+        s->head = s->head->next;
+      }
     }
     if (!s->head) s->tail = NULL;
     pthread_mutex_unlock(&s->mu);
@@ -493,22 +581,30 @@ void kv_write_fini(kv_write *w) {
   if (w) kv_buf_free(&w->object);
 }
 
-int kv_store_submit(kv_store *s, kv_write *w) {
-  kv_assert(w->done);
-  w->next = NULL;
+int kv_store_submit_group(kv_store *s, kv_write **ws, size_t n) {
+  kv_assert(n > 0);
+  for (size_t i = 0; i < n; i++) {
+    kv_assert(ws[i]->done);
+    ws[i]->next = i + 1 < n ? ws[i + 1] : NULL;
+    ws[i]->group = i == 0 ? n : 0;
+  }
   pthread_mutex_lock(&s->mu);
   if (s->closing) {
     pthread_mutex_unlock(&s->mu);
     return KV_CLOSED;
   }
   if (s->tail)
-    s->tail->next = w;
+    s->tail->next = ws[0];
   else
-    s->head = w;
-  s->tail = w;
+    s->head = ws[0];
+  s->tail = ws[n - 1];
   pthread_cond_signal(&s->cv);
   pthread_mutex_unlock(&s->mu);
   return KV_OK;
+}
+
+int kv_store_submit(kv_store *s, kv_write *w) {
+  return kv_store_submit_group(s, &w, 1);
 }
 
 typedef struct waiter {
@@ -737,7 +833,8 @@ int kv_store_stats_get(kv_store *s, kv_store_stats *out) {
   rc = mdb_stat(txn, s->objects, &st);
   read_end(s, txn);
   if (rc || mdb_env_info(s->env, &info)) return KV_IO;
-  out->keys = st.ms_entries;
+  out->keys = atomic_load(&s->live);
+  out->stored = st.ms_entries;
   out->map_size = info.me_mapsize;
   out->map_used = (uint64_t)(info.me_last_pgno + 1) * st.ms_psize;
   out->commits = atomic_load(&s->commits);

@@ -93,8 +93,8 @@ struct kv_write {
   size_t valuelen;
   const uint8_t *context; /* PUT, DEL: encoded context, NULL = none */
   size_t contextlen;
-  bool local_context; /* PUT without context: use this replica's own current
-                         context, read in the same transaction (RESP SET) */
+  bool local_context;    /* PUT without context: use this replica's own current
+                            context, read in the same transaction (RESP SET) */
   int64_t delta;         /* INCR */
   bool gcounter;         /* INCR: create a G-counter if absent */
   const uint8_t *remote; /* MERGE */
@@ -113,6 +113,8 @@ struct kv_write {
 
   /* private to the store */
   kv_write *next;
+  size_t group;   /* writes in the atomic group this one starts; 0 inside one */
+  int live_delta; /* change in the number of live keys if committed */
 };
 
 /* Zeroes w (all inputs empty, op PUT). */
@@ -126,6 +128,13 @@ void kv_write_fini(kv_write *w);
  * Input checks (key and value size) happen on the writer and are reported
  * through status. */
 KV_WARN_UNUSED int kv_store_submit(kv_store *s, kv_write *w);
+
+/* Queues ws[0..n) as one atomic group: the writer applies them together in
+ * one transaction, and if any fails (any status but KV_OK or KV_NOTFOUND)
+ * none is applied: the failing ones keep their error and the others get the
+ * first failing one's. Each done callback is called exactly once, in order.
+ * Returns KV_OK or KV_CLOSED (then no callback is called). */
+KV_WARN_UNUSED int kv_store_submit_group(kv_store *s, kv_write **ws, size_t n);
 
 /* Submits w and waits for its completion (w->done and w->arg are
  * overwritten). Returns w->status, or KV_CLOSED. */
@@ -171,7 +180,8 @@ KV_WARN_UNUSED int kv_store_load_tree(kv_store *s, kv_merkle **out);
 
 /* Statistics for status and metrics. */
 typedef struct kv_store_stats {
-  uint64_t keys;     /* entries in `objects` */
+  uint64_t keys;     /* live keys: stored objects whose kind is not NONE */
+  uint64_t stored;   /* entries in `objects`, deleted keys included */
   uint64_t map_size; /* bytes */
   uint64_t map_used; /* bytes in use (pages * page size) */
   uint64_t commits;  /* write transactions committed since open */

@@ -311,6 +311,63 @@ static void test_store_put_with_local_context(void **state) {
   assert_int_equal(nlive(f->s, "new"), 1);
 }
 
+static void count_done(kv_write *w, void *arg) {
+  (void)w;
+  __atomic_add_fetch((int *)arg, 1, __ATOMIC_SEQ_CST);
+}
+
+/* An atomic group is all or nothing; NOTFOUND does not count as failure. */
+static void test_store_group_is_atomic(void **state) {
+  fixture *f = *state;
+  assert_int_equal(do_simple(f->s, KV_WRITE_INCR, "ctr", 1, NULL), KV_OK);
+  kv_write w[3];
+  kv_write *ws[3] = {&w[0], &w[1], &w[2]};
+  const char *keys[3] = {"g1", "ctr", "g3"};
+  int done = 0;
+  for (int i = 0; i < 3; i++) {
+    kv_write_init(&w[i]);
+    w[i].op = KV_WRITE_PUT;
+    w[i].key = (const uint8_t *)keys[i];
+    w[i].keylen = strlen(keys[i]);
+    w[i].value = (const uint8_t *)"v";
+    w[i].valuelen = 1;
+    w[i].done = count_done;
+    w[i].arg = &done;
+  }
+  assert_int_equal(kv_store_submit_group(f->s, ws, 3), KV_OK);
+  while (__atomic_load_n(&done, __ATOMIC_SEQ_CST) < 3)
+    usleep(1000);
+  for (int i = 0; i < 3; i++) {
+    assert_int_equal(w[i].status, KV_WRONG_TYPE);
+    assert_false(w[i].changed);
+    kv_write_fini(&w[i]);
+  }
+  assert_int_equal(raw(f->s, "g1").len, 0);
+  assert_int_equal(raw(f->s, "g3").len, 0);
+
+  /* A group of deletes where one key is absent still commits. */
+  assert_int_equal(do_put(f->s, "g1", "v", NULL), KV_OK);
+  done = 0;
+  const char *dkeys[2] = {"g1", "absent"};
+  for (int i = 0; i < 2; i++) {
+    kv_write_init(&w[i]);
+    w[i].op = KV_WRITE_DEL;
+    w[i].key = (const uint8_t *)dkeys[i];
+    w[i].keylen = strlen(dkeys[i]);
+    w[i].done = count_done;
+    w[i].arg = &done;
+  }
+  assert_int_equal(kv_store_submit_group(f->s, ws, 2), KV_OK);
+  while (__atomic_load_n(&done, __ATOMIC_SEQ_CST) < 2)
+    usleep(1000);
+  assert_int_equal(w[0].status, KV_OK);
+  assert_int_equal(w[1].status, KV_NOTFOUND);
+  assert_int_equal(nlive(f->s, "g1"), 0);
+  kv_write_fini(&w[0]);
+  kv_write_fini(&w[1]);
+  assert_verified(f->s);
+}
+
 static void test_store_merge_and_news(void **state) {
   fixture *f = *state;
   /* Build a remote object the way another replica would. */
@@ -428,6 +485,13 @@ static void test_store_segment_and_scan(void **state) {
     assert_int_equal(do_put(f->s, key, "v", NULL), KV_OK);
   }
   assert_int_equal(do_simple(f->s, KV_WRITE_DEL, "even0", 0, NULL), KV_OK);
+  kv_store_stats st;
+  assert_int_equal(kv_store_stats_get(f->s, &st), KV_OK);
+  assert_int_equal(st.keys, 299);   /* live keys */
+  assert_int_equal(st.stored, 300); /* the tombstone is stored */
+  reopen(f);
+  assert_int_equal(kv_store_stats_get(f->s, &st), KV_OK);
+  assert_int_equal(st.keys, 299);
 
   /* Segments partition the keys. */
   size_t total = 0;
@@ -509,11 +573,6 @@ static void test_store_verify_detects_tampered_leaf(void **state) {
   assert_int_equal(bad, 1);
 }
 
-static void count_done(kv_write *w, void *arg) {
-  (void)w;
-  __atomic_add_fetch((int *)arg, 1, __ATOMIC_SEQ_CST);
-}
-
 static void test_store_close_drains_queue(void **state) {
   fixture *f = *state;
   enum { N = 500 };
@@ -556,6 +615,7 @@ int main(void) {
       T(test_store_value_and_sibling_limits),
       T(test_store_full_is_clean_error),
       T(test_store_put_with_local_context),
+      T(test_store_group_is_atomic),
       T(test_store_merge_and_news),
       T(test_store_group_commit_and_tree_deltas),
       T(test_store_segment_and_scan),

@@ -17,6 +17,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bench/bench.h"
 #include "storage/store.h"
 
 #define SEED 0x5eedULL
@@ -27,46 +28,14 @@ static size_t value_bytes = 100;
 static char dirbase[256] = "/tmp";
 static bool sync_writes = true;
 
-static uint64_t now_ns(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
+static uint64_t now_ns(void) { return bench_now_ns(); }
 
-static uint64_t mix(uint64_t x) {
-  x += 0x9e3779b97f4a7c15ull;
-  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
-  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
-  return x ^ (x >> 31);
-}
-
-/* Per-thread latency samples, merged and sorted for percentiles. */
-typedef struct samples {
-  uint64_t *v;
-  size_t n, cap;
-} samples;
-
-static void add_sample(samples *s, uint64_t ns) {
-  if (s->n == s->cap) {
-    s->cap = s->cap ? s->cap * 2 : 4096;
-    s->v = realloc(s->v, s->cap * sizeof *s->v);
-  }
-  s->v[s->n++] = ns;
-}
-
-static int cmp_u64(const void *a, const void *b) {
-  uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-  return x < y ? -1 : x > y;
-}
+static uint64_t mix(uint64_t x) { return bench_rng(&x); }
 
 static void report(const char *name, samples *all, double elapsed) {
-  qsort(all->v, all->n, sizeof *all->v, cmp_u64);
-  double p50 = 0, p99 = 0, p999 = 0;
-  if (all->n) {
-    p50 = all->v[all->n / 2] / 1e3;
-    p99 = all->v[(size_t)(all->n * 0.99)] / 1e3;
-    p999 = all->v[(size_t)(all->n * 0.999)] / 1e3;
-  }
+  sort_samples(all);
+  double p50 = pct_us(all, 0.5), p99 = pct_us(all, 0.99),
+         p999 = pct_us(all, 0.999);
   printf("%-34s %10.0f ops/s  p50 %8.1f us  p99 %8.1f us  p999 %8.1f us  "
          "(%zu ops)\n",
          name, all->n / elapsed, p50, p99, p999, all->n);
@@ -172,10 +141,9 @@ static void *worker_main(void *arg) {
       req.keylen = (size_t)kl;
       req.value = (const uint8_t *)val;
       req.valuelen = value_bytes;
-      /* An empty context replaces what is there, so objects stay one
-       * sibling and every write costs the same. */
-      req.context = (const uint8_t *)"";
-      req.contextlen = 0;
+      /* The replica's own context replaces what the key holds (RESP SET),
+       * so objects stay one sibling and every write costs the same. */
+      req.local_context = true;
       int rc = kv_store_write_sync(w->s, &req);
       kv_write_fini(&req);
       if (rc) {

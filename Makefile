@@ -149,6 +149,13 @@ $(CLIENT_SO): $(CLIENT_OBJ) client/kvclient.map
 	  $(shell pkg-config --libs libprotobuf-c) -o $@
 	ln -sf libkvclient.so.1 $(BUILD)/libkvclient.so
 
+# pkg-config file for the client library, for PREFIX (make install's
+# destination; the build tree's copy uses it too).
+PREFIX ?= /usr/local
+$(BUILD)/kvclient.pc: client/kvclient.pc.in Makefile
+	@mkdir -p $(BUILD)
+	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@VERSION@|$(VERSION)|g' $< > $@
+
 # kvd: the replica daemon.
 SERVER_SRC := $(wildcard server/*.c)
 SERVER_OBJ := $(patsubst %.c,$(BUILD)/obj/%.o,$(SERVER_SRC))
@@ -211,7 +218,8 @@ $(BUILD)/bench/%: $(BUILD)/obj/bench/%.o $(CORE_LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) $< $(CORE_LIB) $(PKG_LIBS) -lm -o $@
 
-_all: $(CORE_LIB) $(CLIENT_LIB) $(CLIENT_SO) $(KVD) $(KVCTL) $(UNIT_BIN) \
+_all: $(CORE_LIB) $(CLIENT_LIB) $(CLIENT_SO) $(BUILD)/kvclient.pc $(KVD) \
+      $(KVCTL) $(UNIT_BIN) \
       $(CRASH_BIN) $(INTEG_BIN) $(BENCH_BIN) $(KVBENCH)
 
 _test: _all

@@ -175,8 +175,8 @@ $(BUILD)/obj/client/%.o: client/%.c $(STAMP) | $(GEN_H)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -DKV_VERSION='"$(VERSION)"' -c $< -o $@
 
-$(KVCTL): $(BUILD)/obj/client/kvctl.o $(CLIENT_LIB)
-	$(CC) $(LDFLAGS) $< $(CLIENT_LIB) $(shell pkg-config --libs libprotobuf-c) -o $@
+$(KVCTL): $(BUILD)/obj/client/kvctl.o $(BUILD)/obj/client/cluster.o $(CLIENT_LIB)
+	$(CC) $(LDFLAGS) $(filter %.o,$^) $(CLIENT_LIB) $(shell pkg-config --libs libprotobuf-c) -o $@
 
 # Unit tests: tests/unit/<module>_test.c, one binary each.
 UNIT_SRC  := $(wildcard tests/unit/*_test.c)

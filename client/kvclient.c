@@ -691,6 +691,36 @@ static int recv_until(kvc_conn *c, int64_t deadline, kvc_result **out) {
     r->info.map_used = s->map_used;
     r->info.commits = s->commits;
     r->info.writes = s->writes;
+    r->info.stored = s->stored;
+    r->info.peering = s->peering;
+    r->info.insecure = s->insecure;
+    r->info.cluster = s->cluster ? s->cluster : "";
+    r->info.rumors_added = s->rumors_added;
+    r->info.rumors_pushed = s->rumors_pushed;
+    r->info.rumor_acks = s->rumor_acks;
+    r->info.rumor_news_acks = s->rumor_news_acks;
+    r->info.rumors_died = s->rumors_died;
+    r->info.rumors_dropped = s->rumors_dropped;
+    r->info.rumors_hot = s->rumors_hot;
+    r->info.invalid_envelopes = s->invalid_envelopes;
+    if (s->n_peers) {
+      kvc_peer_info *pi = kv_calloc(s->n_peers, sizeof *pi);
+      for (size_t i = 0; i < s->n_peers; i++) {
+        const Kvpb__PeerStatus *ps = s->peers[i];
+        pi[i].name = ps->name ? ps->name : "";
+        pi[i].addr = ps->addr ? ps->addr : "";
+        pi[i].replica_id = ps->replica_id;
+        pi[i].alive = ps->alive;
+        pi[i].exchanges = ps->exchanges;
+        pi[i].last_exchange_ms_ago = ps->last_exchange_ms_ago;
+        pi[i].keys_pushed = ps->keys_pushed;
+        pi[i].keys_pulled = ps->keys_pulled;
+        pi[i].bytes_sent = ps->bytes_sent;
+        pi[i].bytes_received = ps->bytes_received;
+      }
+      r->info.peers = pi;
+      r->info.npeers = s->n_peers;
+    }
   }
 
   c->head = (c->head + 1) % c->ringcap;
@@ -854,6 +884,7 @@ int kvc_verify(kvc_conn *c, uint64_t *mismatched) {
 
 void kvc_result_free(kvc_result *r) {
   if (!r) return;
+  free((void *)r->info.peers);
   kvpb__response__free_unpacked(r->resp, NULL);
   free(r);
 }

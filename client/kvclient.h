@@ -169,10 +169,24 @@ typedef enum kvc_op {
 
 /* A replica's status (kvc_status). Strings are NUL-terminated; all pointers
  * are borrowed from the result. Fields are only ever appended. */
+/* One peer as the replica sees it (kvc_status_info.peers). */
+typedef struct kvc_peer_info {
+  const char *name; /* the peer's --name, "" until it introduced itself */
+  const char *addr; /* its peer address */
+  uint64_t replica_id;
+  bool alive;                    /* connected and introduced */
+  uint64_t exchanges;            /* anti-entropy exchanges run with it */
+  uint64_t last_exchange_ms_ago; /* 0: none yet */
+  uint64_t keys_pushed;          /* keys those exchanges repaired there */
+  uint64_t keys_pulled;          /* keys those exchanges repaired here */
+  uint64_t bytes_sent, bytes_received;
+} kvc_peer_info;
+
 typedef struct kvc_status_info {
   const char *name;           /* the replica's --name */
   uint64_t replica_id;        /* random id minted with its data directory */
-  uint64_t keys;              /* keys stored (deleted ones included) */
+  uint64_t keys;              /* live keys (deleted ones not counted) */
+  uint64_t stored;            /* stored objects, deleted keys included */
   const uint8_t *merkle_root; /* root hash of the Merkle tree */
   size_t merkle_root_len;
   const char *version; /* kvd's version */
@@ -182,6 +196,14 @@ typedef struct kvc_status_info {
   uint64_t map_used; /* bytes in use */
   uint64_t commits;  /* write transactions since start */
   uint64_t writes;   /* writes applied since start */
+  bool peering;      /* peer networking on */
+  bool insecure;     /* peer traffic unauthenticated (--insecure) */
+  const char *cluster;
+  size_t npeers;
+  const kvc_peer_info *peers; /* npeers of them */
+  uint64_t rumors_added, rumors_pushed, rumor_acks, rumor_news_acks;
+  uint64_t rumors_died, rumors_dropped, rumors_hot;
+  uint64_t invalid_envelopes; /* peer envelopes dropped (tamper, key, replay) */
 } kvc_status_info;
 
 /* The accessors below take a result from kvc_get, kvc_scan, kvc_status or

@@ -5,11 +5,15 @@
  * found, 2 usage, 3 any other error (with "kvctl: <message>" on stderr), and
  * plain output carries values and nothing else.
  *
+ * `kvctl cluster ...` (a local cluster of kvd processes) is parsed and checked
+ * here like every other command and carried out by cluster.c.
+ *
  * JSON output (--json) writes keys and values as JSON strings when they are
  * UTF-8 text without control characters other than tab, newline and carriage
  * return, and as {"base64":"..."} objects otherwise, so that any bytes round
  * trip; contexts and cursors are always base64 strings.
  */
+#include "client/cluster.h"
 #include "client/kvclient.h"
 
 #include <errno.h>
@@ -67,6 +71,30 @@ static const char usage_text[] =
     "  keygen            print a new random 32-byte cluster key (base64)\n"
     "  help              show this text\n"
     "\n"
+    "Local clusters (N kvd processes on this machine, all in directory D):\n"
+    "  cluster up -n N --dir D [--base-port P] [--kvd PATH]\n"
+    "                    create the cluster in D (the first time: D must be "
+    "new or\n"
+    "                    empty) and start its stopped nodes; node K lives in\n"
+    "                    D/nodeK/ and listens on 127.0.0.1, ports P+10(K-1)\n"
+    "                    (native), +1 (RESP), +2 (peer), +3 (metrics); P "
+    "defaults\n"
+    "                    to 7400\n"
+    "  cluster start --dir D [--node K] [--kvd PATH]\n"
+    "                    start the stopped nodes (or only node K); waits up "
+    "to 10 s\n"
+    "                    for each to answer\n"
+    "  cluster stop --dir D [--node K]\n"
+    "                    stop the nodes (SIGTERM, waits up to 15 s)\n"
+    "  cluster status --dir D\n"
+    "                    each node's pid, state, ports, key count and Merkle "
+    "root\n"
+    "                    (abbreviated; --json gives it whole)\n"
+    "  cluster logs --dir D [--node K] [-n LINES]\n"
+    "                    the last lines (default 20) of each node's kvd.log\n"
+    "  cluster down --dir D [--purge]\n"
+    "                    stop every node; --purge then deletes D\n"
+    "\n"
     "Options:\n"
     "  -h HOST:PORT      the replica to talk to (default 127.0.0.1:7400; "
     "[::1]:7400\n"
@@ -87,6 +115,17 @@ static const char usage_text[] =
     "write only)\n"
     "  --prefix P        scan: only keys that start with P\n"
     "  --limit N         scan: stop after N keys\n"
+    "  -n N              cluster up: the number of nodes (1 to 100); "
+    "cluster logs:\n"
+    "                    lines per node\n"
+    "  --dir D           cluster: the cluster's directory\n"
+    "  --base-port P     cluster up: node 1's native port (default 7400)\n"
+    "  --node K          cluster start, stop, logs: only node K (1 to N)\n"
+    "  --kvd PATH        cluster up, start: the kvd to run (default: $KVD, "
+    "else the\n"
+    "                    kvd beside kvctl, else kvd on PATH)\n"
+    "  --purge           cluster down: also delete D (only a kvctl cluster "
+    "dir)\n"
     "  --help, --version\n"
     "  --                end of options (for a key that starts with -)\n"
     "\n"
@@ -102,7 +141,15 @@ static const char usage_text[] =
     "  kvctl incr visits 10; kvctl decr visits\n"
     "  kvctl scan --prefix user: --limit 20\n"
     "  kvctl put photo - < photo.jpg\n"
-    "  kvctl keygen > cluster.key\n";
+    "  kvctl keygen > cluster.key\n"
+    "  kvctl cluster up -n 3 --dir /tmp/c3      # nodes on ports 7400, 7410, "
+    "7420\n"
+    "  kvctl -h 127.0.0.1:7410 put greeting hello\n"
+    "  kvctl cluster status --dir /tmp/c3\n"
+    "  kvctl cluster stop --dir /tmp/c3 --node 2; kvctl cluster start --dir "
+    "/tmp/c3\n"
+    "  kvctl cluster logs --dir /tmp/c3 --node 1 -n 50\n"
+    "  kvctl cluster down --dir /tmp/c3 --purge\n";
 
 /* ---- options ---- */
 
@@ -112,6 +159,12 @@ typedef enum cmd_opt {
   OPT_GCOUNTER = 1 << 2,
   OPT_PREFIX = 1 << 3,
   OPT_LIMIT = 1 << 4,
+  OPT_COUNT = 1 << 5, /* -n: cluster up's nodes, cluster logs' lines */
+  OPT_DIR = 1 << 6,
+  OPT_BASE_PORT = 1 << 7,
+  OPT_NODE = 1 << 8,
+  OPT_PURGE = 1 << 9,
+  OPT_KVD = 1 << 10,
 } cmd_opt;
 
 #define MAX_POS 8
@@ -126,12 +179,17 @@ typedef struct options {
   const char *context_b64;
   const char *prefix;
   uint64_t limit;
+  int count;                /* -n */
+  const char *dir;          /* --dir */
+  int base_port;            /* --base-port */
+  int node;                 /* --node */
+  const char *kvd;          /* --kvd */
   const char *pos[MAX_POS]; /* the command and its arguments */
   int npos;
 } options;
 
 typedef struct command {
-  const char *name;
+  const char *name;       /* one word, or two: "cluster up" */
   int min_args, max_args; /* after the command name */
   unsigned allowed;       /* cmd_opt bits that apply */
   bool connects;
@@ -270,6 +328,34 @@ static void parse_args(options *o, int argc, char **argv) {
         usage_error("--limit %s: expected a positive number of keys", v);
       o->limit = (uint64_t)n;
       o->given |= OPT_LIMIT;
+    } else if (strcmp(name, "-n") == 0) {
+      const char *v = opt_value(name, eq, argc, argv, &i);
+      int64_t n;
+      if (!parse_i64(v, &n) || n < 1 || n > 1000000)
+        usage_error("-n %s: expected a positive number", v);
+      o->count = (int)n;
+      o->given |= OPT_COUNT;
+    } else if (strcmp(name, "--dir") == 0) {
+      o->dir = opt_value(name, eq, argc, argv, &i);
+      if (!*o->dir) usage_error("--dir needs a directory");
+      o->given |= OPT_DIR;
+    } else if (strcmp(name, "--base-port") == 0) {
+      const char *v = opt_value(name, eq, argc, argv, &i);
+      int64_t p;
+      if (!parse_i64(v, &p) || p < 1 || p > 65535)
+        usage_error("--base-port %s: expected a port from 1 to 65535", v);
+      o->base_port = (int)p;
+      o->given |= OPT_BASE_PORT;
+    } else if (strcmp(name, "--node") == 0) {
+      const char *v = opt_value(name, eq, argc, argv, &i);
+      int64_t k;
+      if (!parse_i64(v, &k) || k < 1 || k > 1000000)
+        usage_error("--node %s: expected a node number (1 for node1)", v);
+      o->node = (int)k;
+      o->given |= OPT_NODE;
+    } else if (strcmp(name, "--kvd") == 0) {
+      o->kvd = opt_value(name, eq, argc, argv, &i);
+      o->given |= OPT_KVD;
     } else {
       takes_value = false;
       if (strcmp(name, "--json") == 0)
@@ -278,6 +364,8 @@ static void parse_args(options *o, int argc, char **argv) {
         o->given |= OPT_NO_CONTEXT;
       else if (strcmp(name, "--gcounter") == 0)
         o->given |= OPT_GCOUNTER;
+      else if (strcmp(name, "--purge") == 0)
+        o->given |= OPT_PURGE;
       else
         usage_error("unknown option %s (put -- before arguments that start "
                     "with -)",
@@ -776,9 +864,35 @@ static int cmd_status(kvc_conn *c, const options *o) {
            s->uptime_ms, s->keys);
     print_hex(s->merkle_root, s->merkle_root_len);
     printf("\",\"sync\":%s,\"map_size\":%" PRIu64 ",\"map_used\":%" PRIu64
-           ",\"commits\":%" PRIu64 ",\"writes\":%" PRIu64 "}\n",
+           ",\"commits\":%" PRIu64 ",\"writes\":%" PRIu64 ",\"stored\":%" PRIu64
+           ",\"cluster\":",
            s->sync ? "true" : "false", s->map_size, s->map_used, s->commits,
-           s->writes);
+           s->writes, s->stored);
+    print_json_str(s->cluster);
+    printf(",\"peering\":%s,\"insecure\":%s,\"invalid_envelopes\":%" PRIu64
+           ",\"rumors\":{\"added\":%" PRIu64 ",\"pushed\":%" PRIu64
+           ",\"acks\":%" PRIu64 ",\"news_acks\":%" PRIu64 ",\"died\":%" PRIu64
+           ",\"dropped\":%" PRIu64 ",\"hot\":%" PRIu64 "},\"peers\":[",
+           s->peering ? "true" : "false", s->insecure ? "true" : "false",
+           s->invalid_envelopes, s->rumors_added, s->rumors_pushed,
+           s->rumor_acks, s->rumor_news_acks, s->rumors_died, s->rumors_dropped,
+           s->rumors_hot);
+    for (size_t i = 0; i < s->npeers; i++) {
+      const kvc_peer_info *p = &s->peers[i];
+      fputs(i ? ",{\"name\":" : "{\"name\":", stdout);
+      print_json_str(p->name);
+      fputs(",\"addr\":", stdout);
+      print_json_str(p->addr);
+      printf(",\"replica_id\":\"%016" PRIx64
+             "\",\"alive\":%s,\"exchanges\":%" PRIu64
+             ",\"last_exchange_ms_ago\":%" PRIu64 ",\"keys_pushed\":%" PRIu64
+             ",\"keys_pulled\":%" PRIu64 ",\"bytes_sent\":%" PRIu64
+             ",\"bytes_received\":%" PRIu64 "}",
+             p->replica_id, p->alive ? "true" : "false", p->exchanges,
+             p->last_exchange_ms_ago, p->keys_pushed, p->keys_pulled,
+             p->bytes_sent, p->bytes_received);
+    }
+    fputs("]}\n", stdout);
   } else {
     uint64_t up = s->uptime_ms / 1000;
     printf("name: %s\n", s->name);
@@ -797,6 +911,36 @@ static int cmd_status(kvc_conn *c, const options *o) {
     print_size("map_used", s->map_used);
     printf("commits: %" PRIu64 "\n", s->commits);
     printf("writes: %" PRIu64 "\n", s->writes);
+    printf("stored: %" PRIu64 " (deleted keys included)\n", s->stored);
+    printf("cluster: %s\n", s->cluster);
+    if (!s->peering) {
+      puts("peering: off (no cluster key: a single replica)");
+    } else {
+      printf("peering: %s\n", s->insecure ? "INSECURE (--insecure: peer "
+                                            "traffic is not authenticated)"
+                                          : "sealed");
+      printf("invalid_envelopes: %" PRIu64 "\n", s->invalid_envelopes);
+      printf("rumors: added %" PRIu64 ", pushed %" PRIu64 ", acks %" PRIu64
+             " (news %" PRIu64 "), died %" PRIu64 ", dropped %" PRIu64
+             ", hot %" PRIu64 "\n",
+             s->rumors_added, s->rumors_pushed, s->rumor_acks,
+             s->rumor_news_acks, s->rumors_died, s->rumors_dropped,
+             s->rumors_hot);
+      printf("peers: %zu\n", s->npeers);
+      for (size_t i = 0; i < s->npeers; i++) {
+        const kvc_peer_info *p = &s->peers[i];
+        printf("  %-10s %-21s %-5s", p->name[0] ? p->name : "?", p->addr,
+               p->alive ? "alive" : "down");
+        if (p->exchanges)
+          printf(" exchanges %" PRIu64
+                 ", last %.1fs ago, repaired there %" PRIu64 ", here %" PRIu64,
+                 p->exchanges, (double)p->last_exchange_ms_ago / 1000.0,
+                 p->keys_pushed, p->keys_pulled);
+        else
+          fputs(" no exchange yet", stdout);
+        putchar('\n');
+      }
+    }
   }
   kvc_result_free(r);
   return EXIT_OK;
@@ -845,6 +989,22 @@ static int cmd_help(kvc_conn *c, const options *o) {
   return EXIT_OK;
 }
 
+static int cmd_cluster(kvc_conn *c, const options *o) {
+  (void)c;
+  kvctl_cluster_args a = {
+      .sub = o->pos[1],
+      .dir = o->dir,
+      .nodes = strcmp(o->pos[1], "up") == 0 ? o->count : 0,
+      .base_port = o->base_port,
+      .node = o->node,
+      .lines = strcmp(o->pos[1], "logs") == 0 ? o->count : 0,
+      .purge = (o->given & OPT_PURGE) != 0,
+      .kvd = o->kvd,
+      .json = o->json,
+  };
+  return kvctl_cluster_run(&a);
+}
+
 static const command commands[] = {
     {"get", 1, 1, 0, true, cmd_get, "get KEY"},
     {"put", 2, 2, OPT_CONTEXT | OPT_NO_CONTEXT, true, cmd_put,
@@ -859,6 +1019,18 @@ static const command commands[] = {
     {"verify", 0, 0, 0, true, cmd_verify, "verify"},
     {"keygen", 0, 0, 0, false, cmd_keygen, "keygen"},
     {"help", 0, 1, 0, false, cmd_help, "help [COMMAND]"},
+    {"cluster up", 0, 0, OPT_COUNT | OPT_DIR | OPT_BASE_PORT | OPT_KVD, false,
+     cmd_cluster, "cluster up -n N --dir D [--base-port P] [--kvd PATH]"},
+    {"cluster start", 0, 0, OPT_DIR | OPT_NODE | OPT_KVD, false, cmd_cluster,
+     "cluster start --dir D [--node K] [--kvd PATH]"},
+    {"cluster stop", 0, 0, OPT_DIR | OPT_NODE, false, cmd_cluster,
+     "cluster stop --dir D [--node K]"},
+    {"cluster status", 0, 0, OPT_DIR, false, cmd_cluster,
+     "cluster status --dir D [--json]"},
+    {"cluster logs", 0, 0, OPT_DIR | OPT_NODE | OPT_COUNT, false, cmd_cluster,
+     "cluster logs --dir D [--node K] [-n LINES]"},
+    {"cluster down", 0, 0, OPT_DIR | OPT_PURGE, false, cmd_cluster,
+     "cluster down --dir D [--purge]"},
 };
 
 static const struct {
@@ -867,8 +1039,37 @@ static const struct {
 } opt_names[] = {
     {OPT_CONTEXT, "--context"},   {OPT_NO_CONTEXT, "--no-context"},
     {OPT_GCOUNTER, "--gcounter"}, {OPT_PREFIX, "--prefix"},
-    {OPT_LIMIT, "--limit"},
+    {OPT_LIMIT, "--limit"},       {OPT_COUNT, "-n"},
+    {OPT_DIR, "--dir"},           {OPT_BASE_PORT, "--base-port"},
+    {OPT_NODE, "--node"},         {OPT_PURGE, "--purge"},
+    {OPT_KVD, "--kvd"},
 };
+
+/* The command named by the first one or two arguments; *words says how many
+ * it took. */
+static const command *find_command(const options *o, int *words) {
+  for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++) {
+    const char *name = commands[i].name, *space = strchr(name, ' ');
+    if (!space && strcmp(o->pos[0], name) == 0) {
+      *words = 1;
+      return &commands[i];
+    }
+    if (space && strlen(o->pos[0]) == (size_t)(space - name) &&
+        strncmp(o->pos[0], name, (size_t)(space - name)) == 0 && o->npos > 1 &&
+        strcmp(o->pos[1], space + 1) == 0) {
+      *words = 2;
+      return &commands[i];
+    }
+  }
+  if (strcmp(o->pos[0], "cluster") == 0 && o->npos == 1)
+    usage_error("cluster needs a subcommand: up, start, stop, status, logs or "
+                "down");
+  if (strcmp(o->pos[0], "cluster") == 0)
+    usage_error("unknown command 'cluster %s' (cluster up, start, stop, "
+                "status, logs or down)",
+                o->pos[1]);
+  usage_error("unknown command '%s'", o->pos[0]);
+}
 
 /* Reads the token: the file's first line without trailing whitespace. */
 static int read_token(const char *path, char *buf, size_t cap) {
@@ -913,11 +1114,9 @@ int main(int argc, char **argv) {
     print_usage(stderr);
     return EXIT_USAGE;
   }
-  const command *cmd = NULL;
-  for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
-    if (strcmp(o.pos[0], commands[i].name) == 0) cmd = &commands[i];
-  if (!cmd) usage_error("unknown command '%s'", o.pos[0]);
-  int nargs = o.npos - 1;
+  int words;
+  const command *cmd = find_command(&o, &words);
+  int nargs = o.npos - words;
   if (nargs < cmd->min_args || nargs > cmd->max_args)
     usage_error("%s: wrong number of arguments\nusage: kvctl %s", cmd->name,
                 cmd->synopsis);
@@ -927,6 +1126,8 @@ int main(int argc, char **argv) {
                   cmd->name, cmd->synopsis);
   if ((o.given & OPT_CONTEXT) && (o.given & OPT_NO_CONTEXT))
     usage_error("%s: give --context or --no-context, not both", cmd->name);
+  if (cmd->run == cmd_cluster && !(o.given & OPT_DIR))
+    usage_error("%s needs --dir D\nusage: kvctl %s", cmd->name, cmd->synopsis);
   if (nargs >= 1 && cmd->min_args >= 1 && o.pos[1][0] == '\0')
     usage_error("%s: KEY must not be empty", cmd->name);
   /* Arguments are checked before connecting, so a typo costs no request. */

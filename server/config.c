@@ -206,6 +206,16 @@ static int finish(kvd_config *c, char *err, size_t errlen) {
   (void)parse_size(c->max_clients, &c->max_clients_n);
   (void)parse_size(c->max_pipeline, &c->max_pipeline_n);
   (void)parse_bool(c->verify, &c->verify_n);
+  (void)parse_bool(c->insecure, &c->insecure_n);
+  (void)parse_bool(c->rumors, &c->rumors_n);
+  (void)parse_bool(c->anti_entropy, &c->anti_entropy_n);
+  (void)parse_size(c->ae_interval, &c->ae_interval_n);
+  (void)parse_size(c->ae_max_segments, &c->ae_max_segments_n);
+  (void)parse_size(c->ae_max_keys, &c->ae_max_keys_n);
+  (void)parse_size(c->fanout, &c->fanout_n);
+  (void)parse_size(c->rumor_k, &c->rumor_k_n);
+  (void)parse_size(c->peer_max_frame, &c->peer_max_frame_n);
+  (void)parse_size(c->max_clock_skew, &c->max_clock_skew_n);
 
   if (!strcmp(c->sync, "always"))
     c->sync_n = true;
@@ -237,6 +247,30 @@ static int finish(kvd_config *c, char *err, size_t errlen) {
   if (c->map_size_n < (1u << 20))
     return fail(err, errlen, "invalid map-size: at least 1m");
   if (!*c->data_dir) return fail(err, errlen, "data-dir must not be empty");
+  if (c->ae_interval_n < 10)
+    return fail(err, errlen, "invalid ae-interval: at least 10 ms");
+  if (c->fanout_n < 1 || c->fanout_n > 64 || c->rumor_k_n < 1 ||
+      c->rumor_k_n > 64)
+    return fail(err, errlen, "fanout and rumor-k must be from 1 to 64");
+  if (c->ae_max_segments_n < 1 || c->ae_max_keys_n < 1)
+    return fail(err, errlen,
+                "ae-max-segments and ae-max-keys must be positive");
+  if (c->peer_max_frame_n < (1u << 20) || c->peer_max_frame_n > (1ull << 31))
+    return fail(err, errlen, "invalid peer-max-frame-bytes: from 1m to 2g");
+  if (!*c->cluster || strlen(c->cluster) > 64)
+    return fail(err, errlen, "cluster name must be 1 to 64 bytes");
+  if (*c->join) {
+    /* Every entry must be host:port; kvd dials them, so refuse typos now. */
+    char *copy = strdup(c->join), *save = NULL, host[256];
+    int port, bad = 0;
+    for (char *t = strtok_r(copy, ",", &save); t && !bad;
+         t = strtok_r(NULL, ",", &save))
+      bad = kvd_parse_addr(trim(t), host, sizeof host, &port) || port == 0;
+    free(copy);
+    if (bad)
+      return fail(err, errlen, "invalid join '%s': expected host:port[,...]",
+                  c->join);
+  }
   if (!*c->listen) return fail(err, errlen, "listen must not be empty");
   return KV_OK;
 }
@@ -280,7 +314,14 @@ int kvd_config_load(kvd_config *cfg, int argc, char **argv, char *err,
     if (eq) {
       set(cfg, s, eq + 1, strlen(eq + 1));
     } else if (s->type == KVD_BOOL) {
-      set(cfg, s, "yes", 3);
+      /* "--rumors no" as well as "--rumors" and "--rumors=no". */
+      bool b;
+      if (i + 1 < argc && parse_bool(argv[i + 1], &b) == KV_OK) {
+        i++;
+        set(cfg, s, argv[i], strlen(argv[i]));
+      } else {
+        set(cfg, s, "yes", 3);
+      }
     } else if (i + 1 < argc) {
       i++;
       set(cfg, s, argv[i], strlen(argv[i]));

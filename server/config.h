@@ -48,7 +48,31 @@
   X(max_pipeline, "max-pipeline", UINT, "1024",                                \
     "requests queued per connection before kvd stops reading from it")         \
   X(ports_file, "ports-file", STR, "",                                         \
-    "after binding, write the actual ports here (for tests using port 0)")
+    "after binding, write the actual ports here (for tests using port 0)")     \
+  X(cluster, "cluster", STR, "epikv",                                          \
+    "cluster name; replicas of different clusters refuse each other")          \
+  X(peer_listen, "peer-listen", ADDR, "127.0.0.1:7402",                        \
+    "replica-to-replica address (TCP)")                                        \
+  X(join, "join", STR, "", "peers to connect to, host:port[,host:port...]")    \
+  X(cluster_key_file, "cluster-key-file", STR, "",                             \
+    "file with the base64 cluster key (kvctl keygen); seals all peer traffic") \
+  X(insecure, "insecure", BOOL, "no",                                          \
+    "allow peer networking without a cluster key (unauthenticated, clear)")    \
+  X(rumors, "rumors", BOOL, "yes", "push fresh writes to peers at once")       \
+  X(anti_entropy, "anti-entropy", BOOL, "yes",                                 \
+    "compare Merkle trees with peers periodically and repair differences")     \
+  X(ae_interval, "ae-interval", UINT, "2000",                                  \
+    "milliseconds between anti-entropy exchanges")                             \
+  X(ae_max_segments, "ae-max-segments", UINT, "4096",                          \
+    "most differing segments repaired per exchange")                           \
+  X(ae_max_keys, "ae-max-keys", UINT, "100000",                                \
+    "most keys compared per exchange")                                         \
+  X(fanout, "fanout", UINT, "3", "peers each rumor is pushed to per round")    \
+  X(rumor_k, "rumor-k", UINT, "2", "not-news acks after which a rumor dies")   \
+  X(peer_max_frame, "peer-max-frame-bytes", SIZE, "64m",                       \
+    "largest peer message")                                                    \
+  X(max_clock_skew, "max-clock-skew", UINT, "30000",                           \
+    "milliseconds a peer envelope's timestamp may differ from ours")
 
 typedef enum kvd_setting_type {
   KVD_STR,
@@ -65,7 +89,9 @@ typedef struct kvd_config {
   /* Parsed forms, filled by kvd_config_finish. */
   uint64_t map_size_n, max_value_n, max_frame_n;
   uint64_t segments_n, max_siblings_n, max_clients_n, max_pipeline_n;
-  bool sync_n, verify_n;
+  bool sync_n, verify_n, insecure_n, rumors_n, anti_entropy_n;
+  uint64_t ae_interval_n, ae_max_segments_n, ae_max_keys_n, fanout_n, rumor_k_n;
+  uint64_t peer_max_frame_n, max_clock_skew_n;
   int log_level_n;
   bool help, version;
 } kvd_config;

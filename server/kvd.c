@@ -141,6 +141,7 @@ int main(int argc, char **argv) {
   if (kvd_net_start(&srv) != KV_OK) {
     uv_walk(srv.loop, walk_close, NULL);
     uv_run(srv.loop, UV_RUN_DEFAULT);
+    kvd_peers_free(&srv);
     kv_store_close(srv.store);
     kv_merkle_free(srv.tree);
     goto out;
@@ -167,6 +168,7 @@ int main(int argc, char **argv) {
   uv_walk(srv.loop, walk_close, NULL);
   uv_run(srv.loop, UV_RUN_DEFAULT);
   uv_loop_close(srv.loop);
+  kvd_peers_free(&srv);
   kv_merkle_free(srv.tree);
   pthread_mutex_destroy(&srv.done_mu);
   log_info("stopped", "name=%s", cfg.name);

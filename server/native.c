@@ -246,7 +246,10 @@ static void fin_status(kvd_op *op) {
   s.map_used = st.map_used;
   s.commits = st.commits;
   s.writes = st.writes;
+  s.stored = st.stored;
+  void *scratch = kvd_peers_status(srv, &s);
   send_response(op->c, &r);
+  free(scratch);
 }
 
 static void fin_verify(kvd_op *op) {

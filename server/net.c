@@ -351,6 +351,17 @@ static void on_connection(uv_stream_t *lsn, int status) {
 
 /* ---- completions ---- */
 
+static void client_write_done(kvd *srv, kvd_write *kw) {
+  kvd_op *op = kw->op;
+  if (kw->w.status == KV_OK && kw->w.changed && kw->w.op != KV_WRITE_MERGE)
+    kvd_peers_local_write(srv, &kw->w);
+  if (--op->pending == 0 && !op->c->flush_queued) {
+    op->c->flush_queued = true;
+    op->c->flush_next = srv->to_flush;
+    srv->to_flush = op->c;
+  }
+}
+
 static void on_wake(uv_async_t *a) {
   kvd *srv = a->data;
   pthread_mutex_lock(&srv->done_mu);
@@ -360,32 +371,29 @@ static void on_wake(uv_async_t *a) {
 
   /* First account every completion, then flush each touched connection
    * once: a group commit completes many writes of the same client. */
-  kvd_conn *touched[64];
-  size_t nt = 0;
-  for (kvd_write *kw = list; kw; kw = kw->done_next) {
+  for (kvd_write *kw = list, *next; kw; kw = next) {
+    next = kw->done_next;
     kv_write *w = &kw->w;
     if (w->status == KV_OK && w->changed)
       kv_merkle_apply(srv->tree, w->segment, &w->delta_hash);
-    kvd_op *op = kw->op;
-    op->pending--;
-    if (op->pending == 0) {
-      kvd_conn *c = op->c;
-      bool seen = false;
-      for (size_t i = 0; i < nt && !seen; i++)
-        seen = touched[i] == c;
-      if (!seen) {
-        if (nt == 64) {
-          for (size_t i = 0; i < nt; i++)
-            kvd_conn_flush(touched[i]);
-          nt = 0;
-        }
-        touched[nt++] = c;
-      }
-    }
+    if (kw->op)
+      client_write_done(srv, kw);
+    else
+      kw->complete(kw); /* may free kw */
   }
-  for (size_t i = 0; i < nt; i++)
-    kvd_conn_flush(touched[i]);
+  while (srv->to_flush) {
+    kvd_conn *c = srv->to_flush;
+    srv->to_flush = c->flush_next;
+    c->flush_queued = false;
+    kvd_conn_flush(c);
+  }
   if (srv->stopping) maybe_finish_stop(srv);
+}
+
+int kvd_submit_write(kvd *srv, kvd_write *kw) {
+  kw->w.done = write_done;
+  kw->w.arg = srv;
+  return kv_store_submit(srv->store, &kw->w);
 }
 
 /* ---- auth ---- */
@@ -464,6 +472,7 @@ static void on_signal(uv_signal_t *s, int signum) {
 
 void kvd_net_stop(kvd *srv) {
   srv->stopping = true;
+  kvd_peers_stop(srv);
   uv_close((uv_handle_t *)&srv->native_lsn, NULL);
   if (srv->have_resp) uv_close((uv_handle_t *)&srv->resp_lsn, NULL);
   /* Stop taking requests (input is now drained and dropped, see on_read);
@@ -501,14 +510,6 @@ int kvd_net_start(kvd *srv) {
     log_info("listen", "proto=resp addr=%s port=%d", cfg->resp_listen,
              resp_port);
   }
-  if (*cfg->ports_file) {
-    FILE *f = fopen(cfg->ports_file, "w");
-    if (!f || fprintf(f, "native=%d\nresp=%d\n", native_port, resp_port) < 0 ||
-        fclose(f) != 0) {
-      log_error("ports_file_failed", "path=%s", cfg->ports_file);
-      return KV_IO;
-    }
-  }
   pthread_mutex_init(&srv->done_mu, NULL);
   uv_async_init(srv->loop, &srv->wake, on_wake);
   srv->wake.data = srv;
@@ -519,5 +520,16 @@ int kvd_net_start(kvd *srv) {
   srv->sigterm.data = srv->sigint.data = srv;
   uv_signal_start(&srv->sigterm, on_signal, SIGTERM);
   uv_signal_start(&srv->sigint, on_signal, SIGINT);
+  if ((rc = kvd_peers_start(srv))) return rc;
+  if (*cfg->ports_file) {
+    FILE *f = fopen(cfg->ports_file, "w");
+    if (!f ||
+        fprintf(f, "native=%d\nresp=%d\npeer=%d\n", native_port, resp_port,
+                srv->peer_port) < 0 ||
+        fclose(f) != 0) {
+      log_error("ports_file_failed", "path=%s", cfg->ports_file);
+      return KV_IO;
+    }
+  }
   return KV_OK;
 }

@@ -36,10 +36,12 @@ typedef struct kvd_op kvd_op;
 
 typedef enum kvd_proto { KVD_NATIVE, KVD_RESP } kvd_proto;
 
-/* A write submitted on behalf of an operation. */
+/* A write submitted to the store, on behalf of a client operation (op set)
+ * or of a peer (complete set). Completions are handled on the loop thread. */
 typedef struct kvd_write {
   kv_write w; /* first: the store's callback gets &w */
   kvd_op *op;
+  void (*complete)(struct kvd_write *kw); /* peer writes; NULL for client ops */
   struct kvd_write *done_next;
 } kvd_write;
 
@@ -72,6 +74,8 @@ struct kvd_conn {
   size_t reads;    /* operations in the FIFO without writes */
   kv_resp_out out; /* replies not yet handed to the socket */
   bool reading, closing, finalizing, close_after_flush, authed;
+  bool flush_queued; /* on the server's list of connections to flush */
+  kvd_conn *flush_next;
   char peer[64];
   kvd_conn *prev_conn, *next_conn;
 };
@@ -95,12 +99,15 @@ struct kvd {
   kvd_write *done_head, *done_tail;
 
   kvd_conn *conns;
-  size_t nconns; /* linked: accepted and not yet closing for good */
-  size_t alive;  /* accepted and not yet freed */
+  kvd_conn *to_flush;      /* connections with completed writes, this wake */
+  struct kvd_peers *peers; /* peer networking (peer.c); NULL when off */
+  size_t nconns;           /* linked: accepted and not yet closing for good */
+  size_t alive;            /* accepted and not yet freed */
   bool stopping;
   uint8_t token_hash[32];
   bool have_token;
   uint64_t start_ms;
+  int peer_port; /* bound peer port, 0 when peer networking is off */
   kvd_stats stats;
 };
 
@@ -130,6 +137,25 @@ void kvd_conn_close_after_flush(kvd_conn *c);
 
 /* True when token matches the configured auth token (constant time). */
 bool kvd_auth_check(kvd *srv, const uint8_t *token, size_t len);
+
+/* Submits a write that is not a client operation (its complete hook is
+ * called on the loop thread). KV_CLOSED if the store is closing. */
+int kvd_submit_write(kvd *srv, kvd_write *kw);
+
+/* ---- peer.c: replication ---- */
+
+/* Starts peer networking per the config (listener, joins, timers). KV_OK
+ * also when peer networking is off (no key, not insecure, no join). */
+int kvd_peers_start(kvd *srv);
+void kvd_peers_stop(kvd *srv);
+/* Fills the peer and rumor fields of a status reply; returns memory the
+ * caller frees after sending it. */
+struct Kvpb__StatusResp;
+void *kvd_peers_status(kvd *srv, struct Kvpb__StatusResp *s);
+/* Frees what peer networking holds, once the loop has closed its handles. */
+void kvd_peers_free(kvd *srv);
+/* A local write committed: make it a rumor (obj borrowed). */
+void kvd_peers_local_write(kvd *srv, const kv_write *w);
 
 /* ---- native.c and resp_cmds.c: protocol front ends ---- */
 

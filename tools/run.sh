@@ -1,64 +1,49 @@
 #!/usr/bin/env bash
-# `make run` / `make stop`: one local kvd with its data in ./data, its log in
-# ./data/kvd.log and its pid in ./data/kvd.pid, on the default ports
-# (native 7400, RESP 7401, loopback only). Prints how to use it.
+# `make run` / `make stop`: a local 3-replica cluster in ./cluster, made and
+# managed by `kvctl cluster` (node K on ports 7400+10(K-1): native, +1 RESP,
+# +2 peer), and how to use it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 KVD=${KVD:-build/kvd}
 KVCTL=${KVCTL:-build/kvctl}
-DATA=./data
-PIDFILE=$DATA/kvd.pid
-LOG=$DATA/kvd.log
-
-running() { [ -f "$PIDFILE" ] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null; }
+DIR=./cluster
+export KVD
 
 case "${1:-start}" in
 start)
-  mkdir -p "$DATA"
-  if running; then
-    echo "kvd is already running (pid $(cat "$PIDFILE")); 'make stop' stops it."
-  else
-    nohup "$KVD" --data-dir "$DATA" --name local \
-      --listen 127.0.0.1:7400 --resp-listen 127.0.0.1:7401 >>"$LOG" 2>&1 &
-    echo $! >"$PIDFILE"
-    for _ in $(seq 50); do
-      "$KVCTL" status >/dev/null 2>&1 && break
-      if ! running; then
-        echo "kvd failed to start; the end of $LOG:" >&2
-        tail -n 20 "$LOG" >&2
-        exit 1
-      fi
-      sleep 0.1
-    done
-    echo "kvd started (pid $(cat "$PIDFILE")), data in $DATA, log in $LOG"
-  fi
+  "$KVCTL" cluster up -n 3 --dir "$DIR"
+  "$KVCTL" cluster status --dir "$DIR"
   cat <<EOT
 
-Native protocol on 127.0.0.1:7400 (kvctl, libkvclient), Redis protocol on 127.0.0.1:7401.
+A 3-replica epikv cluster is running (data and logs in $DIR/nodeK/).
+Every replica accepts reads and writes; writes reach the others at once
+(rumors) and anti-entropy repairs whatever was missed.
 
-  $KVCTL put greeting hello          # store a value
-  $KVCTL get greeting                # read it back
-  $KVCTL put greeting hi --no-context    # a second, concurrent value: siblings
-  $KVCTL get greeting --json         # both siblings and the causal context
-  $KVCTL put greeting merged         # reads the context first: replaces both
-  $KVCTL incr visits 5               # a counter
-  $KVCTL scan                        # list keys
-  $KVCTL status                      # replica id, keys, Merkle root, ...
-  redis-cli -p 7401 set name epikv   # redis-cli and redis-benchmark work too
-  redis-cli -p 7401 get name
+  $KVCTL put greeting hello                      # write on node 1 (port 7400)
+  $KVCTL -h 127.0.0.1:7410 get greeting          # read on node 2
+  $KVCTL -h 127.0.0.1:7420 put greeting hi --no-context   # concurrent value
+  $KVCTL get greeting                            # siblings: hello and hi
+  $KVCTL incr visits 5; $KVCTL -h 127.0.0.1:7420 incr visits 2
+  $KVCTL -h 127.0.0.1:7410 get visits            # 7
+  $KVCTL status                                  # peers, exchanges, rumors
+  redis-cli -p 7401 set name epikv               # Redis protocol on +1
+  redis-cli -p 7411 get name
 
-Stop it with 'make stop'. Every setting: $KVD --help
+Stop a replica and watch it repair when it comes back:
+  $KVCTL cluster stop --dir $DIR --node 3
+  $KVCTL put while-away yes
+  $KVCTL cluster start --dir $DIR --node 3
+  $KVCTL -h 127.0.0.1:7420 get while-away
+  $KVCTL cluster logs --dir $DIR --node 3
+
+'make stop' stops the cluster (its data stays in $DIR).
 EOT
   ;;
 stop)
-  if running; then
-    kill -TERM "$(cat "$PIDFILE")"
-    for _ in $(seq 100); do running || break; sleep 0.1; done
-    if running; then echo "kvd did not stop within 10 s" >&2; exit 1; fi
-    rm -f "$PIDFILE"
-    echo "kvd stopped"
+  if [ -f "$DIR/cluster.conf" ]; then
+    "$KVCTL" cluster down --dir "$DIR"
   else
-    echo "kvd is not running"
+    echo "no cluster in $DIR"
   fi
   ;;
 *)

@@ -112,12 +112,14 @@ void kvdh_watchdog(const char *test, unsigned seconds) {
 static bool read_ports(kvdh *p, const char *path) {
   FILE *f = fopen(path, "r");
   if (!f) return false;
-  int n = 0, r = 0;
-  bool ok = fscanf(f, "native=%d resp=%d", &n, &r) == 2 && n > 0;
+  int n = 0, r = 0, pp = 0;
+  /* The peer line is written last, with the others, once kvd is ready. */
+  bool ok = fscanf(f, "native=%d resp=%d peer=%d", &n, &r, &pp) == 3 && n > 0;
   fclose(f);
   if (ok) {
     p->native_port = n;
     p->resp_port = r;
+    p->peer_port = pp;
   }
   return ok;
 }
@@ -154,11 +156,12 @@ static int spawn(kvdh *p, char *ports, size_t portslen) {
   if (kvdh_prepare(p)) return -1;
   snprintf(ports, portslen, "%s/ports", p->dir);
   unlink(ports);
-  const char *args[48] = {bin,           "--data-dir",   p->data,
-                          "--listen",    "127.0.0.1:0",  "--resp-listen",
-                          "127.0.0.1:0", "--ports-file", ports,
-                          "--segments",  "256"};
-  int na = 11;
+  const char *args[48] = {
+      bin,           "--data-dir",    p->data,       "--listen",
+      "127.0.0.1:0", "--resp-listen", "127.0.0.1:0", "--peer-listen",
+      "127.0.0.1:0", "--ports-file",  ports,         "--segments",
+      "256"};
+  int na = 13;
   for (int i = 0; p->extra[i] && na < 46; i++)
     args[na++] = p->extra[i];
   args[na] = NULL;

@@ -25,7 +25,7 @@ typedef struct kvdh {
   char dir[128];  /* private temporary directory */
   char data[192]; /* dir/data */
   char log[192];  /* dir/kvd.log: kvd's stderr */
-  int native_port, resp_port;
+  int native_port, resp_port, peer_port; /* peer_port 0: peering off */
   const char *extra[16]; /* extra kvd arguments, NULL-terminated */
 } kvdh;
 

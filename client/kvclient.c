@@ -703,6 +703,10 @@ static int recv_until(kvc_conn *c, int64_t deadline, kvc_result **out) {
     r->info.rumors_dropped = s->rumors_dropped;
     r->info.rumors_hot = s->rumors_hot;
     r->info.invalid_envelopes = s->invalid_envelopes;
+    r->info.peer_messages_sent = s->peer_messages_sent;
+    r->info.peer_bytes_sent = s->peer_bytes_sent;
+    r->info.peer_messages_received = s->peer_messages_received;
+    r->info.peer_bytes_received = s->peer_bytes_received;
     if (s->n_peers) {
       kvc_peer_info *pi = kv_calloc(s->n_peers, sizeof *pi);
       for (size_t i = 0; i < s->n_peers; i++) {

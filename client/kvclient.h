@@ -204,6 +204,8 @@ typedef struct kvc_status_info {
   uint64_t rumors_added, rumors_pushed, rumor_acks, rumor_news_acks;
   uint64_t rumors_died, rumors_dropped, rumors_hot;
   uint64_t invalid_envelopes; /* peer envelopes dropped (tamper, key, replay) */
+  uint64_t peer_messages_sent, peer_bytes_sent; /* bytes framed, on the wire */
+  uint64_t peer_messages_received, peer_bytes_received;
 } kvc_status_info;
 
 /* The accessors below take a result from kvc_get, kvc_scan, kvc_status or

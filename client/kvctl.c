@@ -869,6 +869,11 @@ static int cmd_status(kvc_conn *c, const options *o) {
            s->sync ? "true" : "false", s->map_size, s->map_used, s->commits,
            s->writes, s->stored);
     print_json_str(s->cluster);
+    printf(",\"peer_messages_sent\":%" PRIu64 ",\"peer_bytes_sent\":%" PRIu64
+           ",\"peer_messages_received\":%" PRIu64
+           ",\"peer_bytes_received\":%" PRIu64,
+           s->peer_messages_sent, s->peer_bytes_sent, s->peer_messages_received,
+           s->peer_bytes_received);
     printf(",\"peering\":%s,\"insecure\":%s,\"invalid_envelopes\":%" PRIu64
            ",\"rumors\":{\"added\":%" PRIu64 ",\"pushed\":%" PRIu64
            ",\"acks\":%" PRIu64 ",\"news_acks\":%" PRIu64 ",\"died\":%" PRIu64
@@ -920,6 +925,10 @@ static int cmd_status(kvc_conn *c, const options *o) {
                                             "traffic is not authenticated)"
                                           : "sealed");
       printf("invalid_envelopes: %" PRIu64 "\n", s->invalid_envelopes);
+      printf("peer_traffic: sent %" PRIu64 " messages (%" PRIu64
+             " bytes), received %" PRIu64 " (%" PRIu64 " bytes)\n",
+             s->peer_messages_sent, s->peer_bytes_sent,
+             s->peer_messages_received, s->peer_bytes_received);
       printf("rumors: added %" PRIu64 ", pushed %" PRIu64 ", acks %" PRIu64
              " (news %" PRIu64 "), died %" PRIu64 ", dropped %" PRIu64
              ", hot %" PRIu64 "\n",

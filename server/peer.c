@@ -90,6 +90,7 @@ struct kvd_peers {
   ae_send_ctx ae_send;
   uint64_t invalid[KV_SEAL_NVERDICTS];
   uint64_t refused_hellos, dropped_merges, malformed;
+  uint64_t msgs_sent, bytes_sent, msgs_received, bytes_received;
   bool stopping;
   char advertise[128]; /* our peer address as bound (port 0 resolved) */
 };
@@ -135,6 +136,8 @@ static void send_bytes(peer *pe, const uint8_t *msg, size_t len) {
   uv_buf_t b =
       uv_buf_init((char *)o->data, (unsigned)(KV_FRAME_HEADER + env.len));
   pe->bytes_sent += KV_FRAME_HEADER + env.len;
+  ps->msgs_sent++;
+  ps->bytes_sent += KV_FRAME_HEADER + env.len;
   kv_buf_free(&env);
   if (uv_write(&o->req, (uv_stream_t *)pe->tcp, &b, 1, on_peer_written) < 0) {
     free(o->data);
@@ -722,6 +725,8 @@ static void on_in_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
       close_inbound(pc);
       return;
     }
+    ps->msgs_received++;
+    ps->bytes_received += KV_FRAME_HEADER + frame.len;
     handle_message(ps, pc, body.data, body.len, info.sender);
     kv_buf_free(&body);
   }
@@ -938,6 +943,10 @@ void *kvd_peers_status(kvd *srv, Kvpb__StatusResp *s) {
   s->rumors_hot = rs.hot;
   for (int v = 1; v < KV_SEAL_NVERDICTS; v++)
     s->invalid_envelopes += ps->invalid[v];
+  s->peer_messages_sent = ps->msgs_sent;
+  s->peer_bytes_sent = ps->bytes_sent;
+  s->peer_messages_received = ps->msgs_received;
+  s->peer_bytes_received = ps->bytes_received;
   /* One allocation: the array of structs, then the array of pointers. */
   size_t n = ps->npeers;
   char *mem = kv_calloc(1, n * (sizeof(Kvpb__PeerStatus) + sizeof(void *)) + 1);

@@ -303,7 +303,7 @@ kv_ae *kv_ae_start(const kv_ae_opts *o, const kv_ae_store *st,
   Kvpb__AeRoot body = KVPB__AE_ROOT__INIT;
   body.exchange = exchange_id;
   body.root.data = root.b;
-  body.root.len = sizeof root.b;
+  body.root.len = KV_AE_ROOT_PREFIX;
   Kvpb__PeerMessage m = KVPB__PEER_MESSAGE__INIT;
   m.body_case = KVPB__PEER_MESSAGE__BODY_AE_ROOT;
   m.ae_root = &body;
@@ -387,9 +387,9 @@ static int descend(kv_ae *x, unsigned level, uint32_t *nodes, size_t n) {
 }
 
 static int on_root_reply(kv_ae *x, const Kvpb__AeRootReply *r) {
-  if (r->root.len != sizeof(kv_hash)) return KV_BAD_REQUEST;
+  if (r->root.len != KV_AE_ROOT_PREFIX) return KV_BAD_REQUEST;
   kv_hash mine = kv_merkle_root(x->st.tree);
-  if (memcmp(mine.b, r->root.data, sizeof mine.b) == 0) {
+  if (memcmp(mine.b, r->root.data, KV_AE_ROOT_PREFIX) == 0) {
     x->stats.in_sync = true;
     return KV_CLOSED;
   }
@@ -639,12 +639,12 @@ int kv_ae_feed(kv_ae *x, const uint8_t *msg, size_t len, kv_ae_merge_fn merge,
 
 static int resp_root(const kv_ae_store *st, const Kvpb__AeRoot *q,
                      kv_ae_send_fn send, void *arg) {
-  if (q->root.len != sizeof(kv_hash)) return KV_BAD_REQUEST;
+  if (q->root.len != KV_AE_ROOT_PREFIX) return KV_BAD_REQUEST;
   kv_hash root = kv_merkle_root(st->tree);
   Kvpb__AeRootReply body = KVPB__AE_ROOT_REPLY__INIT;
   body.exchange = q->exchange;
   body.root.data = root.b;
-  body.root.len = sizeof root.b;
+  body.root.len = KV_AE_ROOT_PREFIX;
   Kvpb__PeerMessage m = KVPB__PEER_MESSAGE__INIT;
   m.body_case = KVPB__PEER_MESSAGE__BODY_AE_ROOT_REPLY;
   m.ae_root_reply = &body;

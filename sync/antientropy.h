@@ -22,7 +22,12 @@
 #include "proto/kv_err.h"
 #include "sync/merkle.h"
 
-#define KV_AE_MAX_KEY 507                    /* DESIGN.md §2 */
+#define KV_AE_MAX_KEY 507
+/* The root exchange carries the first 8 bytes of each root: an in-sync
+ * exchange then costs under 100 bytes each way on the wire, sealed and
+ * framed. Two different roots agree on 64 bits with probability 2^-64; the
+ * descent below the root uses whole 16-byte hashes. */
+#define KV_AE_ROOT_PREFIX 8                  /* DESIGN.md §2 */
 #define KV_AE_DEFAULT_MAX_SEGMENTS 4096      /* per exchange */
 #define KV_AE_DEFAULT_MAX_KEYS 100000        /* per AeSegmentsReply / AePull */
 #define KV_AE_DEFAULT_MAX_PUSH_BYTES 1048576 /* per AePush / AePull message */

@@ -60,7 +60,8 @@
     "allow peer networking without a cluster key (unauthenticated, clear)")    \
   X(rumors, "rumors", BOOL, "yes", "push fresh writes to peers at once")       \
   X(anti_entropy, "anti-entropy", BOOL, "yes",                                 \
-    "compare Merkle trees with peers periodically and repair differences")     \
+    "start Merkle-tree exchanges with peers periodically (peers' exchanges "   \
+    "are always answered)")     \
   X(ae_interval, "ae-interval", UINT, "2000",                                  \
     "milliseconds between anti-entropy exchanges")                             \
   X(ae_max_segments, "ae-max-segments", UINT, "4096",                          \

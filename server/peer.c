@@ -86,7 +86,8 @@ struct kvd_peers {
   kv_ae *ae;
   peer *ae_peer;
   uint64_t ae_started;
-  size_t ae_next; /* round robin position */
+  uint64_t ae_xid; /* id of the exchange we run as initiator */
+  size_t ae_next;  /* round robin position */
   ae_send_ctx ae_send;
   uint64_t invalid[KV_SEAL_NVERDICTS];
   uint64_t refused_hellos, dropped_merges, malformed;
@@ -542,13 +543,14 @@ static void on_ae_timer(uv_timer_t *t) {
     ps->ae_peer = pe;
     ps->ae_started = now_ms();
     ps->ae_send.to = pe;
-    ps->ae = kv_ae_start(&o, &st, kv_rng_next(&ps->rng), ae_send, &ps->ae_send);
+    ps->ae_xid = kv_rng_next(&ps->rng);
+    ps->ae = kv_ae_start(&o, &st, ps->ae_xid, ae_send, &ps->ae_send);
     break;
   }
 }
 
-static void handle_ae(kvd_peers *ps, pconn *pc, const uint8_t *msg,
-                      size_t len) {
+static void handle_ae(kvd_peers *ps, pconn *pc, const uint8_t *msg, size_t len,
+                      bool is_push) {
   uint64_t xid;
   bool to_initiator;
   if (kv_ae_message_exchange(msg, len, &xid, &to_initiator) != KV_OK) {
@@ -558,8 +560,12 @@ static void handle_ae(kvd_peers *ps, pconn *pc, const uint8_t *msg,
   peer *from = peer_by_id(ps, pc->sender);
   if (!from) return;
   ae_merge_ctx mc = {ps, pc->sender};
-  if (to_initiator) {
-    if (!ps->ae || ps->ae_peer != from) return; /* stale or unknown */
+  /* An AePush is also how the peer's own exchange pushes to us: only one
+   * for our open exchange (same peer, same id) is fed to it; any other goes
+   * to kv_ae_respond, which merges it. */
+  bool ours = ps->ae && ps->ae_peer == from && xid == ps->ae_xid;
+  if (to_initiator && !ours && !is_push) return; /* stale or unknown */
+  if (to_initiator && ours) {
     int rc = kv_ae_feed(ps->ae, msg, len, ae_merge, &mc);
     if (rc == KV_CLOSED)
       ae_finish(ps, "done");
@@ -679,9 +685,10 @@ static void handle_message(kvd_peers *ps, pconn *pc, const uint8_t *msg,
     handle_hello(ps, pc, m->hello, sender);
     break;
   default:
-    if (ps->srv->cfg->anti_entropy_n ||
-        m->body_case != KVPB__PEER_MESSAGE__BODY_AE_ROOT)
-      handle_ae(ps, pc, msg, len);
+    /* --anti-entropy no only stops this replica starting exchanges; it
+     * still answers its peers', so they can repair it and it them. */
+    handle_ae(ps, pc, msg, len,
+              m->body_case == KVPB__PEER_MESSAGE__BODY_AE_PUSH);
     break;
   }
   kvpb__peer_message__free_unpacked(m, NULL);

@@ -224,6 +224,31 @@ test_cluster_anti_entropy_repairs_a_returning_replica(void **state) {
   IT_END(f);
 }
 
+/* Only n1 runs exchanges and only it has the data: the repair must come
+ * from its pushes, which n2 has to merge although they belong to n1's
+ * exchange, not to one of its own. */
+static void test_cluster_anti_entropy_pushes_repair_the_peer(void **state) {
+  IT_BEGIN(f, 60);
+  start_node(f, 0, KEY_A, "no", "yes");
+  start_node(f, 1, KEY_A, "no", "no");
+  wait_alive(&f->k[0], 1);
+  wait_alive(&f->k[1], 1);
+  kvc_conn *c = it_conn(&f->k[0]);
+  char key[32];
+  for (int i = 0; i < 200; i++) {
+    snprintf(key, sizeof key, "only-on-n1-%d", i);
+    assert_kvc(kvc_put(c, key, strlen(key), "v", 1, NULL, 0), KVC_OK);
+  }
+  kvc_close(c);
+  wait_converged(f, 2, 20000);
+  c = it_conn(&f->k[1]);
+  kvc_result *r;
+  assert_kvc(kvc_get(c, "only-on-n1-199", 14, &r), KVC_OK);
+  kvc_result_free(r);
+  kvc_close(c);
+  IT_END(f);
+}
+
 static void
 test_cluster_concurrent_puts_become_siblings_everywhere(void **state) {
   IT_BEGIN(f, 60);
@@ -327,6 +352,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       IT_TEST(test_cluster_rumors_reach_every_replica),
       IT_TEST(test_cluster_anti_entropy_repairs_a_returning_replica),
+      IT_TEST(test_cluster_anti_entropy_pushes_repair_the_peer),
       IT_TEST(test_cluster_concurrent_puts_become_siblings_everywhere),
       IT_TEST(test_cluster_concurrent_counters_converge_to_exact_sum),
       IT_TEST(test_cluster_wrong_key_is_not_admitted),

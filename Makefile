@@ -210,6 +210,15 @@ KVBENCH   := $(if $(wildcard bench/kvbench.c),$(BUILD)/kvbench)
 $(BUILD)/kvbench: $(BUILD)/obj/bench/kvbench.o $(CLIENT_LIB)
 	$(CC) $(LDFLAGS) $^ $(shell pkg-config --libs libprotobuf-c) -lpthread -lm -o $@
 
+# Replication benchmarks' tools (bench/*-bench.sh drive them).
+REPL_BENCH := $(BUILD)/dissem $(BUILD)/kvload
+
+$(BUILD)/dissem: $(BUILD)/obj/bench/dissem.o $(CLIENT_LIB)
+	$(CC) $(LDFLAGS) $^ $(shell pkg-config --libs libprotobuf-c) -lpthread -lm -o $@
+
+$(BUILD)/kvload: $(BUILD)/obj/bench/kvload.o $(CLIENT_LIB)
+	$(CC) $(LDFLAGS) $^ $(shell pkg-config --libs libprotobuf-c lmdb) -lpthread -lm -o $@
+
 $(BUILD)/obj/bench/%.o: bench/%.c $(STAMP) | $(GEN_H)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
@@ -220,7 +229,7 @@ $(BUILD)/bench/%: $(BUILD)/obj/bench/%.o $(CORE_LIB)
 
 _all: $(CORE_LIB) $(CLIENT_LIB) $(CLIENT_SO) $(BUILD)/kvclient.pc $(KVD) \
       $(KVCTL) $(UNIT_BIN) \
-      $(CRASH_BIN) $(INTEG_BIN) $(BENCH_BIN) $(KVBENCH)
+      $(CRASH_BIN) $(INTEG_BIN) $(BENCH_BIN) $(KVBENCH) $(REPL_BENCH)
 
 _test: _all
 	@KVD=$(abspath $(KVD)) KVCTL=$(abspath $(KVCTL)) \

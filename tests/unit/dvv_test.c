@@ -24,6 +24,7 @@
 #include <cmocka.h>
 
 #include "crdt/dvv.h"
+#include "tests/unit/testutil.h"
 #include "proto/buf.h"
 
 /* ---- building and printing clocks ----
@@ -1003,21 +1004,15 @@ static void test_dvv_update_context_ahead_of_server(void **state) {
 
 /* Runs update with a client holding nanon anonymous values in a child and
  * reports whether it died of SIGABRT (kv_assert). */
+static void update_with_anon(void *arg) {
+  size_t nanon = *(size_t *)arg;
+  kv_dvv client, out;
+  clock_of(&client, nanon == 0 ? "a:1[]" : "a:1[] | x,y");
+  kv_dvv_update(&out, &client, NULL, 'a');
+}
+
 static bool update_aborts(size_t nanon) {
-  pid_t pid = fork();
-  assert_true(pid >= 0);
-  if (pid == 0) {
-    signal(SIGABRT, SIG_DFL);
-    int fd = open("/dev/null", O_WRONLY);
-    if (fd >= 0) dup2(fd, 2);
-    kv_dvv client, out;
-    clock_of(&client, nanon == 0 ? "a:1[]" : "a:1[] | x,y");
-    kv_dvv_update(&out, &client, NULL, 'a');
-    _exit(0);
-  }
-  int st;
-  assert_int_equal(waitpid(pid, &st, 0), pid);
-  return WIFSIGNALED(st) && WTERMSIG(st) == SIGABRT;
+  return test_aborts(update_with_anon, &nanon);
 }
 
 static void test_dvv_update_requires_one_anon(void **state) {
@@ -1032,17 +1027,9 @@ static unsigned long long g_seed;
 static const char *g_prop = "";
 static unsigned long g_case;
 
-typedef struct prng {
-  uint64_t s;
-} prng;
+typedef test_rng prng;
 
-/* splitmix64 */
-static uint64_t rnd(prng *r) {
-  uint64_t z = (r->s += 0x9e3779b97f4a7c15ULL);
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-  return z ^ (z >> 31);
-}
+static uint64_t rnd(prng *r) { return test_rng_next(r); }
 
 static size_t below(prng *r, size_t n) { return (size_t)(rnd(r) % n); }
 
@@ -1518,12 +1505,7 @@ static void test_dvv_prop_new_canonical(void **state) {
 }
 
 int main(void) {
-  const char *env = getenv("KV_SEED");
-  g_seed = env && *env ? strtoull(env, NULL, 0)
-                       : (unsigned long long)time(NULL) ^
-                             ((unsigned long long)getpid() << 32);
-  printf("dvv_test seed=%llu (rerun with KV_SEED=%llu)\n", g_seed, g_seed);
-  fflush(stdout);
+  g_seed = test_seed("dvv_test");
 
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_dvv_vector_update_without_server),

@@ -88,21 +88,6 @@ static void assert_tree_consistent(const kv_merkle *t) {
 /* Runs fn in a child process and checks that it dies by kv_panic (abort).
  * The child restores the default SIGABRT action so cmocka's handler does not
  * turn the abort into a failed test that carries on in the child. */
-static void assert_panics(void (*fn)(void)) {
-  fflush(NULL);
-  pid_t pid = fork();
-  assert_true(pid >= 0);
-  if (pid == 0) {
-    signal(SIGABRT, SIG_DFL);
-    if (!freopen("/dev/null", "w", stderr)) _exit(3);
-    fn();
-    _exit(0);
-  }
-  int status = 0;
-  assert_int_equal(waitpid(pid, &status, 0), pid);
-  assert_true(WIFSIGNALED(status));
-  assert_int_equal(WTERMSIG(status), SIGABRT);
-}
 
 static void test_merkle_shapes(void **state) {
   (void)state;

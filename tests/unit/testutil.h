@@ -45,4 +45,38 @@ static inline uint64_t test_seed(const char *prog) {
   return seed;
 }
 
+/* With cmocka included: broken invariants must abort (kv_panic,
+ * kv_assert). test_aborts runs fn(arg) in a forked child, with cmocka's
+ * SIGABRT handler reset there (it would turn the abort into a failed test
+ * that then carries on in the child) and stderr silenced, and says whether
+ * the child died of SIGABRT. */
+#ifdef CMOCKA_H_
+#include <signal.h>
+#include <stdbool.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+static inline bool test_aborts(void (*fn)(void *), void *arg) {
+  fflush(NULL);
+  pid_t pid = fork();
+  assert_true(pid >= 0);
+  if (pid == 0) {
+    signal(SIGABRT, SIG_DFL);
+    if (!freopen("/dev/null", "w", stderr)) _exit(3);
+    fn(arg);
+    _exit(0);
+  }
+  int status = 0;
+  assert_int_equal(waitpid(pid, &status, 0), pid);
+  return WIFSIGNALED(status) && WTERMSIG(status) == SIGABRT;
+}
+
+static inline void call_void_fn(void *fn) { ((void (*)(void))fn)(); }
+
+/* Asserts that fn() aborts. */
+static inline void assert_panics(void (*fn)(void)) {
+  assert_true(test_aborts(call_void_fn, (void *)fn));
+}
+#endif
+
 #endif

@@ -120,12 +120,15 @@ static void context_after(const kv_write *w, kv_buf *out) {
   kv_object_fini(&o);
 }
 
+/* Sends the error of a failed write (true), or does nothing (false). */
+static bool reply_failed(kvd_op *op, const kv_write *w) {
+  if (w->status) send_error(op->c, op->id, w->status, NULL);
+  return w->status != KV_OK;
+}
+
 static void fin_put(kvd_op *op) {
   kv_write *w = &op->writes[0].w;
-  if (w->status) {
-    send_error(op->c, op->id, w->status, NULL);
-    return;
-  }
+  if (reply_failed(op, w)) return;
   Kvpb__Response r = KVPB__RESPONSE__INIT;
   Kvpb__PutResp pr = KVPB__PUT_RESP__INIT;
   r.id = op->id;
@@ -141,10 +144,7 @@ static void fin_put(kvd_op *op) {
 
 static void fin_del(kvd_op *op) {
   kv_write *w = &op->writes[0].w;
-  if (w->status) {
-    send_error(op->c, op->id, w->status, NULL);
-    return;
-  }
+  if (reply_failed(op, w)) return;
   Kvpb__Response r = KVPB__RESPONSE__INIT;
   Kvpb__DelResp dr = KVPB__DEL_RESP__INIT;
   r.id = op->id;
@@ -155,10 +155,7 @@ static void fin_del(kvd_op *op) {
 
 static void fin_incr(kvd_op *op) {
   kv_write *w = &op->writes[0].w;
-  if (w->status) {
-    send_error(op->c, op->id, w->status, NULL);
-    return;
-  }
+  if (reply_failed(op, w)) return;
   Kvpb__Response r = KVPB__RESPONSE__INIT;
   Kvpb__IncrResp ir = KVPB__INCR_RESP__INIT;
   r.id = op->id;

@@ -287,6 +287,21 @@ int kv_object_decode(const uint8_t *p, size_t len, size_t max_value,
   kv_object tmp;
   int rc = object_from_pb(&tmp, pb, max_value);
   kvpb__object__free_unpacked(pb, NULL);
+  if (!rc) {
+    /* The wire format has many spellings of one state (fields in any order,
+     * explicit defaults, overlong varints, unknown fields) and protobuf-c
+     * takes them all. Only the canonical one is accepted: every object is
+     * stored and sent as kv_object_encode wrote it, so another spelling
+     * means the bytes changed (bit rot that still parses, such as a tag
+     * turned into an unknown field that takes a value with it) or the peer
+     * does not follow the protocol. It also keeps bytes, digests and Merkle
+     * leaves a function of the state alone. */
+    kv_buf enc;
+    kv_object_encode(&tmp, &enc);
+    if (enc.len != len || (len && memcmp(enc.data, p, len) != 0))
+      rc = KV_CORRUPT;
+    kv_buf_free(&enc);
+  }
   if (rc) {
     kv_object_fini(&tmp);
     return rc;

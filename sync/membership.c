@@ -591,7 +591,7 @@ kv_swim *kv_swim_new(const kv_swim_opts *o, uint64_t self_id, const char *name,
                      .name = dupstr(name),
                      .addr = dupstr(addr),
                      .state = KV_SWIM_ALIVE,
-                     .inc = 1,
+                     .inc = s->o.incarnation ? s->o.incarnation : 1,
                      .since = now_ms};
   s->n = 1;
   /* memberlist staggers each periodic timer by a random fraction of its

@@ -56,6 +56,12 @@ typedef struct kv_swim_opts {
   size_t piggyback_bytes;         /* budget per message, counted with
                                      kv_swim_update_size; 0 = 1300 */
   size_t piggyback_max;           /* updates per message; 0 = 64 */
+  uint64_t incarnation;           /* self's first incarnation; 0 = 1. A
+                                     restarted member passes something larger
+                                     than it ever used (kvd: its boot time in
+                                     seconds), so its alive beats the dead
+                                     entry others keep of its previous life
+                                     without waiting for a refutation. */
 } kv_swim_opts;
 
 typedef enum kv_swim_state {

@@ -222,14 +222,15 @@ static void record(kv_seal *s, uint64_t sender, uint64_t counter) {
   w->tick = ++s->tick;
 }
 
-kv_seal_verdict kv_seal_open(kv_seal *s, uint64_t now_ms, const uint8_t *env,
-                             size_t len, kv_seal_info *info, kv_buf *body) {
+static kv_seal_verdict open_env(kv_seal *s, uint64_t now_ms, const uint8_t *env,
+                                size_t len, bool foreign, kv_seal_info *info,
+                                kv_buf *body) {
   *body = (kv_buf){NULL, 0};
   if (len < KV_SEAL_INSECURE_OVERHEAD) return KV_SEAL_TRUNCATED;
   uint8_t flags = env[OFF_FLAGS];
   if (env[OFF_VERSION] != KV_SEAL_VERSION || (flags & ~KV_SEAL_FLAG_INSECURE))
     return KV_SEAL_BAD_VERSION;
-  if (kv_get_be64(env + OFF_CLUSTER) != s->cluster_id)
+  if (!foreign && kv_get_be64(env + OFF_CLUSTER) != s->cluster_id)
     return KV_SEAL_WRONG_CLUSTER;
   bool insecure = kv_seal_insecure(s);
   if (((flags & KV_SEAL_FLAG_INSECURE) != 0) != insecure)
@@ -243,7 +244,7 @@ kv_seal_verdict kv_seal_open(kv_seal *s, uint64_t now_ms, const uint8_t *env,
    * range, whatever a hostile ts holds. */
   uint64_t skew = ts > now_ms ? ts - now_ms : now_ms - ts;
   if (skew > s->max_skew_ms) return KV_SEAL_STALE;
-  if (is_replay(s, sender, counter)) return KV_SEAL_REPLAY;
+  if (!foreign && is_replay(s, sender, counter)) return KV_SEAL_REPLAY;
 
   size_t key = 0;
   kv_buf plain = {NULL, 0};
@@ -272,8 +273,23 @@ kv_seal_verdict kv_seal_open(kv_seal *s, uint64_t now_ms, const uint8_t *env,
     plain = (kv_buf){m, mlen};
   }
 
-  record(s, sender, counter);
+  if (!foreign) record(s, sender, counter);
   if (info) *info = (kv_seal_info){sender, ts, counter, key};
   *body = plain;
   return KV_SEAL_OK;
+}
+
+kv_seal_verdict kv_seal_open(kv_seal *s, uint64_t now_ms, const uint8_t *env,
+                             size_t len, kv_seal_info *info, kv_buf *body) {
+  return open_env(s, now_ms, env, len, false, info, body);
+}
+
+kv_seal_verdict kv_seal_open_foreign(kv_seal *s, uint64_t now_ms,
+                                     const uint8_t *env, size_t len,
+                                     uint64_t *cluster_id, kv_seal_info *info,
+                                     kv_buf *body) {
+  kv_seal_verdict v = open_env(s, now_ms, env, len, true, info, body);
+  if (v == KV_SEAL_OK && cluster_id)
+    *cluster_id = kv_get_be64(env + OFF_CLUSTER);
+  return v;
 }

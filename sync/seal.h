@@ -187,4 +187,16 @@ typedef struct kv_seal_info {
 kv_seal_verdict kv_seal_open(kv_seal *s, uint64_t now_ms, const uint8_t *env,
                              size_t len, kv_seal_info *info, kv_buf *body);
 
+/* Opens env like kv_seal_open but whatever cluster id it names (returned in
+ * *cluster_id, which may be NULL), and without consulting or moving the
+ * sender's replay window: the tag, version, mode and clock skew are still
+ * checked. For one purpose only: a replica that holds our key but names
+ * another cluster is told why it is refused (a Hello read this way is never
+ * admitted), and a joiner reads that refusal. A replayed envelope opens
+ * again, so nothing opened this way may change state beyond a log line. */
+kv_seal_verdict kv_seal_open_foreign(kv_seal *s, uint64_t now_ms,
+                                     const uint8_t *env, size_t len,
+                                     uint64_t *cluster_id, kv_seal_info *info,
+                                     kv_buf *body);
+
 #endif

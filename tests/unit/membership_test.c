@@ -222,6 +222,36 @@ static void test_swim_defaults_are_memberlist_lan(void **st) {
   kv_swim_free(NULL);
 }
 
+/* A restarted member starts above the incarnation of its previous life, so
+ * its alive beats the dead entry the others keep of it at once. */
+static void test_swim_start_incarnation(void **st) {
+  (void)st;
+  kv_rng r = {3};
+  kv_swim_opts o = {.incarnation = 5000};
+  kv_swim *a = kv_swim_new(&o, 1, "n1", "a:1", 0, &r);
+  kv_swim_member m;
+  assert_int_equal(kv_swim_member_get(a, 1, &m), KV_OK);
+  assert_int_equal(m.incarnation, 5000);
+  /* b holds a dead at 4999 (its previous life); a's alive at 5000 wins. */
+  kv_swim *b = mk(2);
+  kv_swim_update old = {1, 4999, KV_SWIM_ALIVE, 0, "n1", "a:1"};
+  kv_swim_update dead = {1, 4999, KV_SWIM_DEAD, 2, "n1", "a:1"};
+  kv_swim_update alive = {1, 5000, KV_SWIM_ALIVE, 0, "n1", "a:1"};
+  kv_swim_msg g = {.type = KV_SWIM_GOSSIP, .from = 3, .from_addr = "c:3",
+                   .updates = &old, .nupdates = 1};
+  outbox ob = {0};
+  assert_int_equal(kv_swim_recv(b, 5, &r, &g, out_emit, &ob), KV_OK);
+  g.updates = &dead;
+  assert_int_equal(kv_swim_recv(b, 10, &r, &g, out_emit, &ob), KV_OK);
+  assert_int_equal(state_of(b, 1), KV_SWIM_DEAD);
+  g.updates = &alive;
+  assert_int_equal(kv_swim_recv(b, 20, &r, &g, out_emit, &ob), KV_OK);
+  assert_int_equal(state_of(b, 1), KV_SWIM_ALIVE);
+  out_clear(&ob);
+  kv_swim_free(a);
+  kv_swim_free(b);
+}
+
 /* ---- probing ---- */
 
 static void test_swim_probe_direct_ack(void **st) {
@@ -1366,6 +1396,7 @@ int main(void) {
       cmocka_unit_test(test_swim_suspicion_timeout_formula),
       cmocka_unit_test(test_swim_retransmit_limit),
       cmocka_unit_test(test_swim_defaults_are_memberlist_lan),
+      cmocka_unit_test(test_swim_start_incarnation),
       cmocka_unit_test(test_swim_probe_direct_ack),
       cmocka_unit_test(test_swim_ping_for_other_id_not_acked),
       cmocka_unit_test(test_swim_probe_indirect_then_suspect),

@@ -326,6 +326,64 @@ static void test_object_decode_rejects_broken_invariants(void **state) {
                    KV_CORRUPT);
 }
 
+/* One state has many protobuf spellings that protobuf-c accepts; decode
+ * takes only the canonical one (found by tests/fuzz/object_fuzz.c, whose
+ * regression inputs are in tests/fuzz/regress/object). */
+static void test_object_decode_rejects_noncanonical(void **state) {
+  (void)state;
+  /* A PN-counter: counter entry {id 1, inc 5}, then pn = true. */
+  const uint8_t canonical[] = {0x1a, 0x0b, 0x09, 1,    0, 0,    0, 0,
+                               0,    0,    0,    0x10, 5, 0x28, 1};
+  kv_object o, d;
+  kv_object_init(&o);
+  assert_int_equal(kv_object_incr(&o, 1, 5, false, NULL), KV_OK);
+  kv_buf e;
+  kv_object_encode(&o, &e);
+  assert_int_equal(e.len, sizeof canonical);
+  assert_memory_equal(e.data, canonical, sizeof canonical);
+  assert_int_equal(kv_object_decode(e.data, e.len, 1024, &d), KV_OK);
+  kv_object_fini(&d);
+  kv_buf_free(&e);
+  kv_object_fini(&o);
+
+  static const struct {
+    const char *what;
+    uint8_t b[24];
+    size_t len;
+  } spellings[] = {
+      {"fields out of order",
+       {0x28, 1, 0x1a, 0x0b, 0x09, 1, 0, 0, 0, 0, 0, 0, 0, 0x10, 5},
+       15},
+      {"explicit default (dec = 0)",
+       {0x1a, 0x0d, 0x09, 1, 0, 0, 0, 0, 0, 0, 0, 0x10, 5, 0x18, 0, 0x28, 1},
+       17},
+      {"overlong varint",
+       {0x1a, 0x0c, 0x09, 1, 0, 0, 0, 0, 0, 0, 0, 0x10, 0x85, 0, 0x28, 1},
+       16},
+      {"pn = 2",
+       {0x1a, 0x0b, 0x09, 1, 0, 0, 0, 0, 0, 0, 0, 0x10, 5, 0x28, 2},
+       15},
+      {"unknown field",
+       {0x1a, 0x0b, 0x09, 1, 0, 0, 0, 0, 0, 0, 0, 0x10, 5, 0x28, 1, 0x30, 1},
+       17},
+      {"field 0 in an overlong tag",
+       {0x1a, 0x0b, 0x09, 1, 0, 0, 0, 0, 0, 0, 0, 0x10, 5, 0x28, 1, 0x80, 0, 1},
+       18},
+  };
+  for (size_t i = 0; i < sizeof spellings / sizeof spellings[0]; i++) {
+    /* protobuf-c itself takes each of them ... */
+    Kvpb__Object *pb =
+        kvpb__object__unpack(NULL, spellings[i].len, spellings[i].b);
+    if (!pb) fail_msg("protobuf-c refuses '%s'", spellings[i].what);
+    kvpb__object__free_unpacked(pb, NULL);
+    /* ... decode does not. */
+    int rc = kv_object_decode(spellings[i].b, spellings[i].len, 1024, &d);
+    if (rc != KV_CORRUPT)
+      fail_msg("'%s': got %s, want CORRUPT", spellings[i].what,
+               kv_err_name(rc));
+  }
+}
+
 static void test_object_context_roundtrip_and_checks(void **state) {
   (void)state;
   kv_vv_entry es[3] = {{1, 4}, {7, 1}, {9, 0}};
@@ -547,6 +605,7 @@ int main(void) {
       cmocka_unit_test(test_object_lww_picks_latest),
       cmocka_unit_test(test_object_encode_decode_roundtrip),
       cmocka_unit_test(test_object_decode_rejects_broken_invariants),
+      cmocka_unit_test(test_object_decode_rejects_noncanonical),
       cmocka_unit_test(test_object_context_roundtrip_and_checks),
       cmocka_unit_test(test_object_property_registers),
       cmocka_unit_test(test_object_property_counters),

@@ -383,6 +383,60 @@ static void test_seal_wrong_cluster(void **state) {
   kv_seal_free(c);
 }
 
+/* kv_seal_open_foreign: another cluster's envelope opens if the key is
+ * ours and says which cluster; the tag is still checked; and the replay
+ * window neither rejects nor remembers what it opened. */
+static void test_seal_open_foreign(void **state) {
+  (void)state;
+  test_rng rg = rng_for(21);
+  const uint8_t(*k)[KV_SEAL_KEY_LEN] = (const uint8_t(*)[KV_SEAL_KEY_LEN])ring;
+  kv_seal *a = mk("alpha", 7, 1, k, 1);
+  kv_seal *b = mk("beta", 9, 1, k, 1);
+  kv_seal *other = mk("alpha", 7, 1, k + 1, 1); /* another key */
+  kv_buf env = seal_n(a, &rg, NOW, 8);
+  uint64_t cid = 0;
+  kv_seal_info info;
+  kv_buf body;
+  for (int round = 0; round < 2; round++) { /* a replay opens again */
+    assert_verdict(kv_seal_open_foreign(b, NOW, env.data, env.len, &cid, &info,
+                                        &body),
+                   KV_SEAL_OK);
+    assert_int_equal(cid, kv_seal_cluster_id("alpha"));
+    assert_int_equal(info.sender, 7);
+    assert_int_equal(body.len, 8);
+    kv_buf_free(&body);
+  }
+  /* Nothing was recorded: the same sender's envelope of our own cluster,
+   * with the same counter, is not taken for a replay. */
+  kv_seal *c = mk("alpha", 9, 1, k, 1);
+  assert_verdict(kv_seal_open_foreign(c, NOW, env.data, env.len, NULL, NULL,
+                                      &body),
+                 KV_SEAL_OK);
+  kv_buf_free(&body);
+  assert_verdict(open_buf(c, NOW, env), KV_SEAL_OK);
+  /* Wrong key or a flipped bit: refused, body empty. */
+  kv_buf env2 = seal_n(other, &rg, NOW, 8);
+  assert_verdict(kv_seal_open_foreign(b, NOW, env2.data, env2.len, &cid, NULL,
+                                      &body),
+                 KV_SEAL_BAD_TAG);
+  assert_null(body.data);
+  env.data[env.len - 1] ^= 1;
+  assert_verdict(kv_seal_open_foreign(b, NOW, env.data, env.len, &cid, NULL,
+                                      &body),
+                 KV_SEAL_BAD_TAG);
+  /* Stale is still stale. */
+  env.data[env.len - 1] ^= 1;
+  assert_verdict(kv_seal_open_foreign(b, NOW + 3600000, env.data, env.len,
+                                      &cid, NULL, &body),
+                 KV_SEAL_STALE);
+  kv_buf_free(&env);
+  kv_buf_free(&env2);
+  kv_seal_free(a);
+  kv_seal_free(b);
+  kv_seal_free(c);
+  kv_seal_free(other);
+}
+
 static void test_seal_bad_version(void **state) {
   (void)state;
   test_rng rg = rng_for(9);
@@ -980,6 +1034,7 @@ int main(void) {
       cmocka_unit_test(test_seal_keyring_rotation),
       cmocka_unit_test(test_seal_keys_copied),
       cmocka_unit_test(test_seal_wrong_cluster),
+      cmocka_unit_test(test_seal_open_foreign),
       cmocka_unit_test(test_seal_bad_version),
       cmocka_unit_test(test_seal_stale_past_and_future),
       cmocka_unit_test(test_seal_check_order),

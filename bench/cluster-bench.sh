@@ -108,7 +108,8 @@ run_single() {
   mkdir -p "$dir"
   "$KVD" --name single --data-dir "$dir/data" --listen "$P1" \
     --resp-listen "127.0.0.1:$((BASE_PORT + 1))" \
-    --peer-listen "127.0.0.1:$((BASE_PORT + 2))" >"$dir/kvd.log" 2>&1 &
+    --peer-listen "127.0.0.1:$((BASE_PORT + 2))" \
+    --metrics-listen "127.0.0.1:$((BASE_PORT + 3))" >"$dir/kvd.log" 2>&1 &
   SINGLE_PID=$!
   local i
   for i in $(seq 50); do

@@ -173,7 +173,7 @@ start_target() {
       native=$(free_port $((PORT + 1))) || return 1
       "$KVD" --data-dir "$dir" --sync "$SYNC" --log-level warn \
         --listen "127.0.0.1:$native" --resp-listen "127.0.0.1:$PORT" \
-        >"$log" 2>&1 &
+        --metrics-listen "" >"$log" 2>&1 &
       ;;
     redis-always | redis-everysec)
       redis-server --bind 127.0.0.1 --port "$PORT" --dir "$dir" \

@@ -543,7 +543,8 @@ static int check_ports(const cluster *c, int k) {
   } ports[] = {{0, SOCK_STREAM, "native"},
                {1, SOCK_STREAM, "RESP"},
                {2, SOCK_STREAM, "peer, TCP"},
-               {2, SOCK_DGRAM, "peer, UDP"}};
+               {2, SOCK_DGRAM, "peer, UDP"},
+               {3, SOCK_STREAM, "metrics"}};
   for (size_t i = 0; i < sizeof ports / sizeof ports[0]; i++) {
     int port = native_port(c, k) + ports[i].offset;
     if (port_busy(port, ports[i].type))
@@ -931,16 +932,17 @@ static int write_node_conf(const cluster *c, int k) {
   fprintf(f,
           "# node%d of the local cluster in %s, written by kvctl cluster up.\n"
           "# Ports: native %d, RESP %d, peer %d (TCP and UDP), metrics %d "
-          "(reserved).\n"
+          "(HTTP: /metrics, /health).\n"
           "name = node%d\n"
           "data-dir = %s\n"
           "listen = %s:%d\n"
           "resp-listen = %s:%d\n"
           "peer-listen = %s:%d\n"
+          "metrics-listen = %s:%d\n"
           "cluster = %s\n"
           "cluster-key-file = %s/cluster.key\n",
           k, c->dir, port, port + 1, port + 2, port + 3, k, data, HOST, port,
-          HOST, port + 1, HOST, port + 2, c->name, c->dir);
+          HOST, port + 1, HOST, port + 2, HOST, port + 3, c->name, c->dir);
   if (c->nodes > 1) {
     fputs("join = ", f);
     for (int j = 1, first = 1; j <= c->nodes; j++) {
@@ -1167,8 +1169,8 @@ static int cmd_status(const kvctl_cluster_args *a, const cluster *c) {
            roots_agree ? "true" : "false");
     return EXIT_OK;
   }
-  printf("%-7s %-8s %-8s %-6s %-6s %-6s %-10s %s\n", "NODE", "PID", "STATE",
-         "NATIVE", "RESP", "PEER", "KEYS", "MERKLE ROOT");
+  printf("%-7s %-8s %-8s %-6s %-6s %-6s %-7s %-10s %s\n", "NODE", "PID",
+         "STATE", "NATIVE", "RESP", "PEER", "METRICS", "KEYS", "MERKLE ROOT");
   for (int k = 1; k <= c->nodes; k++) {
     const node_row *r = &rows[k - 1];
     int port = native_port(c, k);
@@ -1176,8 +1178,8 @@ static int cmd_status(const kvctl_cluster_args *a, const cluster *c) {
     snprintf(node, sizeof node, "node%d", k);
     snprintf(pid, sizeof pid, "%d", (int)r->pid);
     snprintf(keys, sizeof keys, "%" PRIu64, r->keys);
-    printf("%-7s %-8s %-8s %-6d %-6d %-6d ", node, r->pid ? pid : "-",
-           r->pid ? "running" : "stopped", port, port + 1, port + 2);
+    printf("%-7s %-8s %-8s %-6d %-6d %-6d %-7d ", node, r->pid ? pid : "-",
+           r->pid ? "running" : "stopped", port, port + 1, port + 2, port + 3);
     if (r->answered)
       printf("%-10s %.*s\n", keys, SHORT_ROOT_HEX, r->root);
     else if (r->pid)

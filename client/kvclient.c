@@ -68,6 +68,8 @@ struct kvc_result {
   char msgbuf[64];      /* errmsg's storage when the library words it */
   Kvpb__Response *resp; /* owned; never NULL */
   kvc_status_info info; /* filled for a STATUS body */
+  kvc_member_info *members; /* filled for a MEMBERS body */
+  size_t nmembers;
 };
 
 /* What borrowed byte pointers point at when there are no bytes, so that a
@@ -528,6 +530,16 @@ int kvc_send_status(kvc_conn *c, uint64_t *id) {
   return enqueue(c, &req, KVC_OP_STATUS, id);
 }
 
+int kvc_send_members(kvc_conn *c, uint64_t *id) {
+  int rc = can_send(c);
+  if (rc != KVC_OK) return rc;
+  Kvpb__MembersReq body = KVPB__MEMBERS_REQ__INIT;
+  Kvpb__Request req = KVPB__REQUEST__INIT;
+  req.body_case = KVPB__REQUEST__BODY_MEMBERS;
+  req.members = &body;
+  return enqueue(c, &req, KVC_OP_MEMBERS, id);
+}
+
 int kvc_send_verify(kvc_conn *c, uint64_t *id) {
   int rc = can_send(c);
   if (rc != KVC_OK) return rc;
@@ -536,6 +548,19 @@ int kvc_send_verify(kvc_conn *c, uint64_t *id) {
   req.body_case = KVPB__REQUEST__BODY_VERIFY;
   req.verify = &body;
   return enqueue(c, &req, KVC_OP_VERIFY, id);
+}
+
+int kvc_send_backup(kvc_conn *c, const char *dir, uint64_t *id) {
+  int rc = can_send(c);
+  if (rc != KVC_OK) return rc;
+  if (!dir || !*dir)
+    return set_err(c, KVC_INVALID, "backup: no directory given");
+  Kvpb__BackupReq body = KVPB__BACKUP_REQ__INIT;
+  body.dir = (char *)dir;
+  Kvpb__Request req = KVPB__REQUEST__INIT;
+  req.body_case = KVPB__REQUEST__BODY_BACKUP;
+  req.backup = &body;
+  return enqueue(c, &req, KVC_OP_BACKUP, id);
 }
 
 /* ---- receiving ---- */
@@ -558,6 +583,10 @@ static Kvpb__Response__BodyCase body_case_of(kvc_op op) {
     return KVPB__RESPONSE__BODY_VERIFY;
   case KVC_OP_AUTH:
     return KVPB__RESPONSE__BODY_AUTH;
+  case KVC_OP_BACKUP:
+    return KVPB__RESPONSE__BODY_BACKUP;
+  case KVC_OP_MEMBERS:
+    return KVPB__RESPONSE__BODY_MEMBERS;
   }
   kv_panic("unknown kvc_op %d", (int)op);
 }
@@ -580,6 +609,10 @@ static const char *op_name(kvc_op op) {
     return "verify";
   case KVC_OP_AUTH:
     return "auth";
+  case KVC_OP_BACKUP:
+    return "backup";
+  case KVC_OP_MEMBERS:
+    return "members";
   }
   return "?";
 }
@@ -604,6 +637,10 @@ static const char *body_name(Kvpb__Response__BodyCase b) {
     return "an auth body";
   case KVPB__RESPONSE__BODY_VERIFY:
     return "a verify body";
+  case KVPB__RESPONSE__BODY_BACKUP:
+    return "a backup body";
+  case KVPB__RESPONSE__BODY_MEMBERS:
+    return "a members body";
   default:
     break;
   }
@@ -707,6 +744,33 @@ static int recv_until(kvc_conn *c, int64_t deadline, kvc_result **out) {
     r->info.peer_bytes_sent = s->peer_bytes_sent;
     r->info.peer_messages_received = s->peer_messages_received;
     r->info.peer_bytes_received = s->peer_bytes_received;
+    r->info.members_alive = s->members_alive;
+    r->info.members_suspect = s->members_suspect;
+    r->info.members_dead = s->members_dead;
+    r->info.members_left = s->members_left;
+    r->info.swim_messages_sent = s->swim_messages_sent;
+    r->info.swim_messages_received = s->swim_messages_received;
+    r->info.swim_health = s->swim_health;
+    r->info.invalid_truncated = s->invalid_truncated;
+    r->info.invalid_bad_version = s->invalid_bad_version;
+    r->info.invalid_wrong_cluster = s->invalid_wrong_cluster;
+    r->info.invalid_stale = s->invalid_stale;
+    r->info.invalid_replay = s->invalid_replay;
+    r->info.invalid_bad_tag = s->invalid_bad_tag;
+    r->info.invalid_mode_mismatch = s->invalid_mode_mismatch;
+    r->info.peer_malformed = s->peer_malformed;
+    r->info.clients_refused = s->clients_refused;
+    r->info.clients_refused_per_addr = s->clients_refused_per_addr;
+    r->info.read_timeouts = s->read_timeouts;
+    r->info.idle_timeouts = s->idle_timeouts;
+    r->info.input_buffer_refused = s->input_buffer_refused;
+    r->info.input_buffer_bytes = s->input_buffer_bytes;
+    r->info.output_paused = s->output_paused;
+    r->info.frames_too_large = s->frames_too_large;
+    r->info.peer_conns_refused = s->peer_conns_refused;
+    r->info.peer_handshake_timeouts = s->peer_handshake_timeouts;
+    r->info.peer_rate_limited = s->peer_rate_limited;
+    r->info.peer_oversize = s->peer_oversize;
     if (s->n_peers) {
       kvc_peer_info *pi = kv_calloc(s->n_peers, sizeof *pi);
       for (size_t i = 0; i < s->n_peers; i++) {
@@ -725,6 +789,23 @@ static int recv_until(kvc_conn *c, int64_t deadline, kvc_result **out) {
       r->info.peers = pi;
       r->info.npeers = s->n_peers;
     }
+  }
+  if (resp->body_case == KVPB__RESPONSE__BODY_MEMBERS &&
+      op == KVC_OP_MEMBERS && resp->members->n_members) {
+    const Kvpb__MembersResp *ms = resp->members;
+    kvc_member_info *mi = kv_calloc(ms->n_members, sizeof *mi);
+    for (size_t i = 0; i < ms->n_members; i++) {
+      const Kvpb__Member *m = ms->members[i];
+      mi[i].name = m->name ? m->name : "";
+      mi[i].addr = m->addr ? m->addr : "";
+      mi[i].replica_id = m->replica_id;
+      mi[i].state = m->state ? m->state : "";
+      mi[i].incarnation = m->incarnation;
+      mi[i].since_ms = m->since_ms;
+      mi[i].self = m->self;
+    }
+    r->members = mi;
+    r->nmembers = ms->n_members;
   }
 
   c->head = (c->head + 1) % c->ringcap;
@@ -884,11 +965,24 @@ int kvc_verify(kvc_conn *c, uint64_t *mismatched) {
   return rc;
 }
 
+int kvc_backup(kvc_conn *c, const char *dir, kvc_backup_info *info) {
+  if (info) memset(info, 0, sizeof *info);
+  int rc = ready_for_call(c);
+  if (rc == KVC_OK) rc = kvc_send_backup(c, dir, NULL);
+  if (rc != KVC_OK) return rc;
+  kvc_result *r = NULL;
+  rc = call(c, deadline_in(c->io_timeout_ms), &r);
+  if (rc == KVC_OK && info) *info = kvc_result_backup(r);
+  kvc_result_free(r);
+  return rc;
+}
+
 /* ---- result accessors ---- */
 
 void kvc_result_free(kvc_result *r) {
   if (!r) return;
   free((void *)r->info.peers);
+  free(r->members);
   kvpb__response__free_unpacked(r->resp, NULL);
   free(r);
 }
@@ -982,6 +1076,27 @@ void kvc_result_cursor(const kvc_result *r, const uint8_t **data, size_t *len) {
   *len = s ? s->cursor.len : 0;
 }
 
+size_t kvc_result_members(const kvc_result *r, const kvc_member_info **out) {
+  bool ok = r->error == KVC_OK && r->op == KVC_OP_MEMBERS;
+  *out = ok ? r->members : NULL;
+  return ok ? r->nmembers : 0;
+}
+
+int kvc_members(kvc_conn *c, kvc_result **out) {
+  if (!out) return c ? set_err(c, KVC_INVALID, "out is NULL") : KVC_INVALID;
+  *out = NULL;
+  int rc = ready_for_call(c);
+  if (rc == KVC_OK) rc = kvc_send_members(c, NULL);
+  if (rc != KVC_OK) return rc;
+  kvc_result *r = NULL;
+  rc = call(c, deadline_in(c->io_timeout_ms), &r);
+  if (rc == KVC_OK)
+    *out = r;
+  else
+    kvc_result_free(r);
+  return rc;
+}
+
 const kvc_status_info *kvc_result_status_info(const kvc_result *r) {
   return r->error == KVC_OK && r->op == KVC_OP_STATUS &&
                  r->resp->body_case == KVPB__RESPONSE__BODY_STATUS
@@ -994,4 +1109,15 @@ uint64_t kvc_result_mismatched(const kvc_result *r) {
                  r->resp->body_case == KVPB__RESPONSE__BODY_VERIFY
              ? r->resp->verify->mismatched_segments
              : 0;
+}
+
+kvc_backup_info kvc_result_backup(const kvc_result *r) {
+  kvc_backup_info b = {0};
+  if (r->error == KVC_OK && r->op == KVC_OP_BACKUP &&
+      r->resp->body_case == KVPB__RESPONSE__BODY_BACKUP) {
+    b.bytes = r->resp->backup->bytes;
+    b.elapsed_ms = r->resp->backup->elapsed_ms;
+    b.replica_id = r->resp->backup->replica_id;
+  }
+  return b;
 }

@@ -165,6 +165,8 @@ typedef enum kvc_op {
   KVC_OP_STATUS,
   KVC_OP_VERIFY,
   KVC_OP_AUTH,
+  KVC_OP_BACKUP,
+  KVC_OP_MEMBERS,
 } kvc_op;
 
 /* A replica's status (kvc_status). Strings are NUL-terminated; all pointers
@@ -206,7 +208,44 @@ typedef struct kvc_status_info {
   uint64_t invalid_envelopes; /* peer envelopes dropped (tamper, key, replay) */
   uint64_t peer_messages_sent, peer_bytes_sent; /* bytes framed, on the wire */
   uint64_t peer_messages_received, peer_bytes_received;
+  /* Membership (SWIM), self included: members by state. */
+  uint64_t members_alive, members_suspect, members_dead, members_left;
+  uint64_t swim_messages_sent, swim_messages_received;
+  unsigned swim_health; /* Lifeguard local health, 0 = healthy */
+  /* Peer envelopes dropped, by reason (they sum to invalid_envelopes):
+   * shorter than a header, unknown version, another cluster, timestamp
+   * beyond --max-clock-skew, replayed (or below the replay window), bad tag
+   * (tampered or another key), secure/insecure mode mismatch. */
+  uint64_t invalid_truncated, invalid_bad_version, invalid_wrong_cluster;
+  uint64_t invalid_stale, invalid_replay, invalid_bad_tag;
+  uint64_t invalid_mode_mismatch;
+  uint64_t peer_malformed; /* opened, but not a valid message */
+  /* Limits: refusals and closes since start (README, Limits). */
+  uint64_t clients_refused;          /* --max-clients reached */
+  uint64_t clients_refused_per_addr; /* --max-clients-per-addr reached */
+  uint64_t read_timeouts;        /* request not finished in --read-timeout */
+  uint64_t idle_timeouts;        /* --idle-timeout (or a stuck close) */
+  uint64_t input_buffer_refused; /* --max-input-buffer-bytes reached */
+  uint64_t input_buffer_bytes;   /* incomplete request bytes held now */
+  uint64_t output_paused; /* times --max-output-buffer-bytes paused a client */
+  uint64_t frames_too_large;        /* client requests above the size limits */
+  uint64_t peer_conns_refused;      /* --max-peer-conns-per-addr reached */
+  uint64_t peer_handshake_timeouts; /* no Hello within --read-timeout */
+  uint64_t peer_rate_limited;       /* envelopes over --peer-rate, dropped */
+  uint64_t peer_oversize;           /* peer frames above the size limits */
 } kvc_status_info;
+
+/* One member of the cluster as a replica sees it (kvc_members). Strings are
+ * borrowed from the result. */
+typedef struct kvc_member_info {
+  const char *name;  /* its --name */
+  const char *addr;  /* its peer address (TCP and UDP) */
+  uint64_t replica_id;
+  const char *state; /* "alive", "suspect", "dead" or "left" */
+  uint64_t incarnation;
+  uint64_t since_ms; /* time in this state, as the replica learned it */
+  bool self;         /* the replica that answered */
+} kvc_member_info;
 
 /* The accessors below take a result from kvc_get, kvc_scan, kvc_status or
  * kvc_recv (never NULL) and never fail for a result of another kind: they
@@ -270,9 +309,24 @@ void kvc_result_cursor(const kvc_result *r, const uint8_t **data, size_t *len);
  * when the server answered with an error. */
 const kvc_status_info *kvc_result_status_info(const kvc_result *r);
 
+/* MEMBERS: the member table (self first), borrowed from r: *out receives
+ * the array and the count is returned; 0 and NULL for other results or when
+ * the server answered with an error (also when peer networking is off). */
+size_t kvc_result_members(const kvc_result *r, const kvc_member_info **out);
+
 /* VERIFY: the number of Merkle segments whose stored leaf differs from a
  * rebuild (0 for other results). */
 uint64_t kvc_result_mismatched(const kvc_result *r);
+
+/* A backup written by the replica (kvc_backup). */
+typedef struct kvc_backup_info {
+  uint64_t bytes;      /* size of the copy */
+  uint64_t elapsed_ms; /* time the replica took to write it */
+  uint64_t replica_id; /* the replica that was copied */
+} kvc_backup_info;
+
+/* BACKUP: what the replica wrote; all zero for other results and errors. */
+kvc_backup_info kvc_result_backup(const kvc_result *r);
 
 /* ---- requests: one at a time ----
  *
@@ -333,6 +387,11 @@ KVC_WARN_UNUSED int kvc_scan(kvc_conn *c, const void *cursor, size_t cursorlen,
  * is NULL. */
 KVC_WARN_UNUSED int kvc_status(kvc_conn *c, kvc_result **out);
 
+/* The replica's member table (SWIM). On KVC_OK *out receives it (read it
+ * with kvc_result_members; caller frees with kvc_result_free); otherwise
+ * *out is NULL. */
+KVC_WARN_UNUSED int kvc_members(kvc_conn *c, kvc_result **out);
+
 /* Asks the replica to rebuild its Merkle leaves from the stored objects and
  * compare them with the persisted ones (a bit-rot check; it reads the whole
  * store, so give it a generous io timeout). *mismatched, if not NULL,
@@ -340,6 +399,18 @@ KVC_WARN_UNUSED int kvc_status(kvc_conn *c, kvc_result **out);
  * when all match, KVC_VERIFY_MISMATCH when some differ, KVC_CORRUPT when a
  * stored object does not decode. */
 KVC_WARN_UNUSED int kvc_verify(kvc_conn *c, uint64_t *mismatched);
+
+/* Asks the replica to write a consistent, compacted copy of its store into
+ * dir (NUL-terminated, copied), a directory on the replica's machine: an
+ * absolute path naming an empty directory, or nothing (it is then created;
+ * its parent must exist). The copy holds every write acknowledged before the
+ * request; the replica keeps serving while it is written, so give the call
+ * an io timeout long enough for the whole copy. `kvd --restore dir` starts a
+ * new replica from it. *info, if not NULL, is filled on KVC_OK. Errors:
+ * KVC_INVALID (dir NULL, empty, relative, not a directory or not empty:
+ * kvc_errmsg says which), KVC_IO (the replica could not write it). */
+KVC_WARN_UNUSED int kvc_backup(kvc_conn *c, const char *dir,
+                               kvc_backup_info *info);
 
 /* ---- requests: pipelined ----
  *
@@ -385,7 +456,9 @@ KVC_WARN_UNUSED int kvc_send_scan(kvc_conn *c, const void *cursor,
                                   size_t prefixlen, uint32_t limit,
                                   uint64_t *id);
 KVC_WARN_UNUSED int kvc_send_status(kvc_conn *c, uint64_t *id);
+KVC_WARN_UNUSED int kvc_send_members(kvc_conn *c, uint64_t *id);
 KVC_WARN_UNUSED int kvc_send_verify(kvc_conn *c, uint64_t *id);
+KVC_WARN_UNUSED int kvc_send_backup(kvc_conn *c, const char *dir, uint64_t *id);
 
 /* Writes every queued request, within the io timeout. Returns KVC_OK or a
  * transport error (the connection is then broken). */

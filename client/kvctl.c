@@ -36,8 +36,9 @@ enum {
 };
 
 #define DEFAULT_HOST "127.0.0.1"
-#define VERIFY_TIMEOUT_MS 600000 /* verify reads the whole store */
-#define SCAN_PAGE 1000           /* keys asked for per scan request */
+#define VERIFY_TIMEOUT_MS 600000  /* verify reads the whole store */
+#define BACKUP_TIMEOUT_MS 3600000 /* backup copies the whole store */
+#define SCAN_PAGE 1000            /* keys asked for per scan request */
 #define MAX_TOKEN 4096
 #define MAX_STDIN_VALUE ((size_t)1 << 30)
 
@@ -68,7 +69,17 @@ static const char usage_text[] =
     "...\n"
     "  verify            check the replica's Merkle tree against its stored "
     "data\n"
+    "  members           the cluster's members as the replica sees them "
+    "(SWIM):\n"
+    "                    name, address, state (alive, suspect, dead, left),\n"
+    "                    incarnation and time in that state\n"
     "  keygen            print a new random 32-byte cluster key (base64)\n"
+    "  backup --dir D    make the replica write a consistent, compacted copy "
+    "of its\n"
+    "                    store into D, an absolute path on the replica's "
+    "machine\n"
+    "                    (empty or new); kvd --restore D starts a new replica "
+    "from it\n"
     "  help              show this text\n"
     "\n"
     "Local clusters (N kvd processes on this machine, all in directory D):\n"
@@ -101,7 +112,8 @@ static const char usage_text[] =
     "                    for IPv6)\n"
     "  --token-file F    authenticate with the token stored in file F\n"
     "  --timeout MS      give up after MS milliseconds (default 5000, verify "
-    "600000)\n"
+    "600000,\n"
+    "                    backup 3600000)\n"
     "  --json            machine-readable output; keys and values are JSON "
     "strings\n"
     "                    when they are text, else {\"base64\":\"...\"}\n"
@@ -118,7 +130,8 @@ static const char usage_text[] =
     "  -n N              cluster up: the number of nodes (1 to 100); "
     "cluster logs:\n"
     "                    lines per node\n"
-    "  --dir D           cluster: the cluster's directory\n"
+    "  --dir D           cluster: the cluster's directory; backup: where "
+    "the copy goes\n"
     "  --base-port P     cluster up: node 1's native port (default 7400)\n"
     "  --node K          cluster start, stop, logs: only node K (1 to N)\n"
     "  --kvd PATH        cluster up, start: the kvd to run (default: $KVD, "
@@ -142,6 +155,7 @@ static const char usage_text[] =
     "  kvctl scan --prefix user: --limit 20\n"
     "  kvctl put photo - < photo.jpg\n"
     "  kvctl keygen > cluster.key\n"
+    "  kvctl backup --dir /var/backups/epikv/2024-06-01\n"
     "  kvctl cluster up -n 3 --dir /tmp/c3      # nodes on ports 7400, 7410, "
     "7420\n"
     "  kvctl -h 127.0.0.1:7410 put greeting hello\n"
@@ -877,11 +891,36 @@ static int cmd_status(kvc_conn *c, const options *o) {
     printf(",\"peering\":%s,\"insecure\":%s,\"invalid_envelopes\":%" PRIu64
            ",\"rumors\":{\"added\":%" PRIu64 ",\"pushed\":%" PRIu64
            ",\"acks\":%" PRIu64 ",\"news_acks\":%" PRIu64 ",\"died\":%" PRIu64
-           ",\"dropped\":%" PRIu64 ",\"hot\":%" PRIu64 "},\"peers\":[",
+           ",\"dropped\":%" PRIu64 ",\"hot\":%" PRIu64 "},",
            s->peering ? "true" : "false", s->insecure ? "true" : "false",
            s->invalid_envelopes, s->rumors_added, s->rumors_pushed,
            s->rumor_acks, s->rumor_news_acks, s->rumors_died, s->rumors_dropped,
            s->rumors_hot);
+    printf("\"invalid\":{\"truncated\":%" PRIu64 ",\"bad_version\":%" PRIu64
+           ",\"wrong_cluster\":%" PRIu64 ",\"stale\":%" PRIu64
+           ",\"replay\":%" PRIu64 ",\"bad_tag\":%" PRIu64
+           ",\"mode_mismatch\":%" PRIu64 ",\"malformed\":%" PRIu64 "},",
+           s->invalid_truncated, s->invalid_bad_version,
+           s->invalid_wrong_cluster, s->invalid_stale, s->invalid_replay,
+           s->invalid_bad_tag, s->invalid_mode_mismatch, s->peer_malformed);
+    printf("\"limits\":{\"clients_refused\":%" PRIu64
+           ",\"clients_refused_per_addr\":%" PRIu64
+           ",\"read_timeouts\":%" PRIu64 ",\"idle_timeouts\":%" PRIu64
+           ",\"input_buffer_refused\":%" PRIu64
+           ",\"input_buffer_bytes\":%" PRIu64 ",\"output_paused\":%" PRIu64
+           ",\"frames_too_large\":%" PRIu64 ",\"peer_conns_refused\":%" PRIu64
+           ",\"peer_handshake_timeouts\":%" PRIu64
+           ",\"peer_rate_limited\":%" PRIu64 ",\"peer_oversize\":%" PRIu64 "},",
+           s->clients_refused, s->clients_refused_per_addr, s->read_timeouts,
+           s->idle_timeouts, s->input_buffer_refused, s->input_buffer_bytes,
+           s->output_paused, s->frames_too_large, s->peer_conns_refused,
+           s->peer_handshake_timeouts, s->peer_rate_limited, s->peer_oversize);
+    printf("\"members\":{\"alive\":%" PRIu64 ",\"suspect\":%" PRIu64
+           ",\"dead\":%" PRIu64 ",\"left\":%" PRIu64 "},\"swim\":{\"sent\":%" PRIu64
+           ",\"received\":%" PRIu64 ",\"health\":%u},\"peers\":[",
+           s->members_alive, s->members_suspect, s->members_dead,
+           s->members_left, s->swim_messages_sent, s->swim_messages_received,
+           s->swim_health);
     for (size_t i = 0; i < s->npeers; i++) {
       const kvc_peer_info *p = &s->peers[i];
       fputs(i ? ",{\"name\":" : "{\"name\":", stdout);
@@ -918,13 +957,32 @@ static int cmd_status(kvc_conn *c, const options *o) {
     printf("writes: %" PRIu64 "\n", s->writes);
     printf("stored: %" PRIu64 " (deleted keys included)\n", s->stored);
     printf("cluster: %s\n", s->cluster);
+    printf("limits: refused %" PRIu64 " clients (max-clients), %" PRIu64
+           " (max-clients-per-addr), %" PRIu64
+           " (max-input-buffer-bytes, %" PRIu64 " bytes held now), %" PRIu64
+           " oversize requests; timeouts %" PRIu64 " read, %" PRIu64
+           " idle; output paused %" PRIu64 " times\n",
+           s->clients_refused, s->clients_refused_per_addr,
+           s->input_buffer_refused, s->input_buffer_bytes, s->frames_too_large,
+           s->read_timeouts, s->idle_timeouts, s->output_paused);
     if (!s->peering) {
       puts("peering: off (no cluster key: a single replica)");
     } else {
       printf("peering: %s\n", s->insecure ? "INSECURE (--insecure: peer "
                                             "traffic is not authenticated)"
                                           : "sealed");
-      printf("invalid_envelopes: %" PRIu64 "\n", s->invalid_envelopes);
+      printf("invalid_envelopes: %" PRIu64 " (truncated %" PRIu64
+             ", bad_version %" PRIu64 ", wrong_cluster %" PRIu64
+             ", stale %" PRIu64 ", replay %" PRIu64 ", bad_tag %" PRIu64
+             ", mode_mismatch %" PRIu64 "); malformed messages %" PRIu64 "\n",
+             s->invalid_envelopes, s->invalid_truncated, s->invalid_bad_version,
+             s->invalid_wrong_cluster, s->invalid_stale, s->invalid_replay,
+             s->invalid_bad_tag, s->invalid_mode_mismatch, s->peer_malformed);
+      printf("peer_limits: connections refused %" PRIu64
+             ", handshake timeouts %" PRIu64 ", rate limited %" PRIu64
+             ", oversize frames %" PRIu64 "\n",
+             s->peer_conns_refused, s->peer_handshake_timeouts,
+             s->peer_rate_limited, s->peer_oversize);
       printf("peer_traffic: sent %" PRIu64 " messages (%" PRIu64
              " bytes), received %" PRIu64 " (%" PRIu64 " bytes)\n",
              s->peer_messages_sent, s->peer_bytes_sent,
@@ -935,6 +993,15 @@ static int cmd_status(kvc_conn *c, const options *o) {
              s->rumors_added, s->rumors_pushed, s->rumor_acks,
              s->rumor_news_acks, s->rumors_died, s->rumors_dropped,
              s->rumors_hot);
+      printf("members: %" PRIu64 " alive, %" PRIu64 " suspect, %" PRIu64
+             " dead, %" PRIu64 " left (self included; kvctl members lists "
+             "them)\n",
+             s->members_alive, s->members_suspect, s->members_dead,
+             s->members_left);
+      printf("swim: sent %" PRIu64 ", received %" PRIu64
+             " messages, local health %u%s\n",
+             s->swim_messages_sent, s->swim_messages_received, s->swim_health,
+             s->swim_health ? " (degraded: probes slowed)" : " (healthy)");
       printf("peers: %zu\n", s->npeers);
       for (size_t i = 0; i < s->npeers; i++) {
         const kvc_peer_info *p = &s->peers[i];
@@ -949,6 +1016,52 @@ static int cmd_status(kvc_conn *c, const options *o) {
           fputs(" no exchange yet", stdout);
         putchar('\n');
       }
+    }
+  }
+  kvc_result_free(r);
+  return EXIT_OK;
+}
+
+static void print_duration(uint64_t ms) {
+  uint64_t s = ms / 1000;
+  if (s < 60)
+    printf("%.1fs", (double)ms / 1000.0);
+  else if (s < 3600)
+    printf("%" PRIu64 "m%02" PRIu64 "s", s / 60, s % 60);
+  else
+    printf("%" PRIu64 "h%02" PRIu64 "m", s / 3600, s / 60 % 60);
+}
+
+static int cmd_members(kvc_conn *c, const options *o) {
+  kvc_result *r = NULL;
+  int rc = kvc_members(c, &r);
+  if (rc != KVC_OK) return fail(c, rc);
+  const kvc_member_info *m;
+  size_t n = kvc_result_members(r, &m);
+  if (o->json) {
+    putchar('[');
+    for (size_t i = 0; i < n; i++) {
+      fputs(i ? ",{\"name\":" : "{\"name\":", stdout);
+      print_json_str(m[i].name);
+      fputs(",\"addr\":", stdout);
+      print_json_str(m[i].addr);
+      printf(",\"replica_id\":\"%016" PRIx64 "\",\"state\":", m[i].replica_id);
+      print_json_str(m[i].state);
+      printf(",\"incarnation\":%" PRIu64 ",\"since_ms\":%" PRIu64
+             ",\"self\":%s}",
+             m[i].incarnation, m[i].since_ms, m[i].self ? "true" : "false");
+    }
+    puts("]");
+  } else if (n == 0) {
+    puts("no members: peer networking is off (no cluster key)");
+  } else {
+    printf("%-16s %-22s %-8s %-12s %s\n", "NAME", "ADDRESS", "STATE",
+           "INCARNATION", "SINCE");
+    for (size_t i = 0; i < n; i++) {
+      printf("%-16s %-22s %-8s %-12" PRIu64 " ", m[i].name, m[i].addr,
+             m[i].state, m[i].incarnation);
+      print_duration(m[i].since_ms);
+      puts(m[i].self ? " (this replica)" : "");
     }
   }
   kvc_result_free(r);
@@ -991,6 +1104,24 @@ static int cmd_keygen(kvc_conn *c, const options *o) {
   return EXIT_OK;
 }
 
+static int cmd_backup(kvc_conn *c, const options *o) {
+  kvc_backup_info b;
+  int rc = kvc_backup(c, o->dir, &b);
+  if (rc != KVC_OK) return fail(c, rc);
+  if (o->json) {
+    fputs("{\"dir\":", stdout);
+    print_json_str(o->dir);
+    printf(",\"bytes\":%" PRIu64 ",\"elapsed_ms\":%" PRIu64
+           ",\"replica_id\":\"%016" PRIx64 "\"}\n",
+           b.bytes, b.elapsed_ms, b.replica_id);
+  } else {
+    printf("backup of replica %016" PRIx64 " written to %s: %" PRIu64
+           " bytes in %" PRIu64 " ms\n",
+           b.replica_id, o->dir, b.bytes, b.elapsed_ms);
+  }
+  return EXIT_OK;
+}
+
 static int cmd_help(kvc_conn *c, const options *o) {
   (void)c;
   (void)o;
@@ -1026,7 +1157,9 @@ static const command commands[] = {
      "scan [--prefix P] [--limit N]"},
     {"status", 0, 0, 0, true, cmd_status, "status"},
     {"verify", 0, 0, 0, true, cmd_verify, "verify"},
+    {"members", 0, 0, 0, true, cmd_members, "members [--json]"},
     {"keygen", 0, 0, 0, false, cmd_keygen, "keygen"},
+    {"backup", 0, 0, OPT_DIR, true, cmd_backup, "backup --dir D"},
     {"help", 0, 1, 0, false, cmd_help, "help [COMMAND]"},
     {"cluster up", 0, 0, OPT_COUNT | OPT_DIR | OPT_BASE_PORT | OPT_KVD, false,
      cmd_cluster, "cluster up -n N --dir D [--base-port P] [--kvd PATH]"},
@@ -1135,8 +1268,12 @@ int main(int argc, char **argv) {
                   cmd->name, cmd->synopsis);
   if ((o.given & OPT_CONTEXT) && (o.given & OPT_NO_CONTEXT))
     usage_error("%s: give --context or --no-context, not both", cmd->name);
-  if (cmd->run == cmd_cluster && !(o.given & OPT_DIR))
+  if ((cmd->run == cmd_cluster || cmd->run == cmd_backup) &&
+      !(o.given & OPT_DIR))
     usage_error("%s needs --dir D\nusage: kvctl %s", cmd->name, cmd->synopsis);
+  if (cmd->run == cmd_backup && o.dir[0] != '/')
+    usage_error("backup: --dir must be an absolute path (the directory is on "
+                "the replica's machine)");
   if (nargs >= 1 && cmd->min_args >= 1 && o.pos[1][0] == '\0')
     usage_error("%s: KEY must not be empty", cmd->name);
   /* Arguments are checked before connecting, so a typo costs no request. */
@@ -1161,6 +1298,7 @@ int main(int argc, char **argv) {
     kvc_options copts = {0};
     int timeout = o.timeout_ms;
     if (!timeout && cmd->run == cmd_verify) timeout = VERIFY_TIMEOUT_MS;
+    if (!timeout && cmd->run == cmd_backup) timeout = BACKUP_TIMEOUT_MS;
     copts.connect_timeout_ms = o.timeout_ms;
     copts.io_timeout_ms = timeout;
     if (o.token_file) {

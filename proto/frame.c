@@ -1,12 +1,16 @@
 /*
  * Frame reader. Bytes accumulate in one buffer; consumed frames advance a read
  * offset and the buffer is compacted lazily, so a pipelined burst of small
- * frames costs one memmove, not one per frame.
+ * frames costs one memmove, not one per frame. A buffer grown for a large
+ * frame is freed once it is empty again, so an idle connection does not
+ * keep the memory of its largest request.
  */
 #include "proto/frame.h"
 
 #include <stdlib.h>
 #include <string.h>
+
+#define KEEP_CAP (64u << 10) /* an empty buffer larger than this is freed */
 
 struct kv_frame_reader {
   uint8_t *buf;
@@ -36,9 +40,20 @@ static int check_header(kv_frame_reader *r) {
   return r->err;
 }
 
+/* Frees an empty oversized buffer. Only where the last frame's view may be
+ * invalidated: at the start of _feed and _next. */
+static void shrink(kv_frame_reader *r) {
+  if (r->start == r->end && r->cap > KEEP_CAP) {
+    free(r->buf);
+    r->buf = NULL;
+    r->cap = r->start = r->end = 0;
+  }
+}
+
 int kv_frame_reader_feed(kv_frame_reader *r, const void *p, size_t len) {
   if (r->err) return r->err;
   if (len == 0) return KV_OK;
+  shrink(r);
   if (r->start > 0 && r->end + len > r->cap) {
     memmove(r->buf, r->buf + r->start, r->end - r->start);
     r->end -= r->start;
@@ -58,6 +73,7 @@ int kv_frame_reader_feed(kv_frame_reader *r, const void *p, size_t len) {
 
 int kv_frame_reader_next(kv_frame_reader *r, kv_buf *frame) {
   if (r->err) return r->err;
+  shrink(r);
   size_t avail = r->end - r->start;
   if (avail < KV_FRAME_HEADER) return KV_AGAIN;
   uint32_t len = kv_get_be32(r->buf + r->start);

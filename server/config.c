@@ -216,6 +216,27 @@ static int finish(kvd_config *c, char *err, size_t errlen) {
   (void)parse_size(c->rumor_k, &c->rumor_k_n);
   (void)parse_size(c->peer_max_frame, &c->peer_max_frame_n);
   (void)parse_size(c->max_clock_skew, &c->max_clock_skew_n);
+  (void)parse_size(c->probe_interval, &c->probe_interval_n);
+  (void)parse_size(c->probe_timeout, &c->probe_timeout_n);
+  (void)parse_size(c->indirect_checks, &c->indirect_checks_n);
+  (void)parse_size(c->suspicion_mult, &c->suspicion_mult_n);
+  (void)parse_size(c->suspicion_max_mult, &c->suspicion_max_mult_n);
+  (void)parse_size(c->retransmit_mult, &c->retransmit_mult_n);
+  (void)parse_size(c->awareness_max, &c->awareness_max_n);
+  (void)parse_size(c->gossip_interval, &c->gossip_interval_n);
+  (void)parse_size(c->gossip_nodes, &c->gossip_nodes_n);
+  (void)parse_size(c->gossip_to_the_dead, &c->gossip_to_the_dead_n);
+  (void)parse_size(c->push_pull_interval, &c->push_pull_interval_n);
+  (void)parse_size(c->tombstone_grace, &c->tombstone_grace_n);
+  (void)parse_size(c->udp_buffer, &c->udp_buffer_n);
+  (void)parse_size(c->max_clients_per_addr, &c->max_clients_per_addr_n);
+  (void)parse_size(c->read_timeout, &c->read_timeout_n);
+  (void)parse_size(c->idle_timeout, &c->idle_timeout_n);
+  (void)parse_size(c->max_input_buffer, &c->max_input_buffer_n);
+  (void)parse_size(c->max_output_buffer, &c->max_output_buffer_n);
+  (void)parse_size(c->max_peer_conns_per_addr, &c->max_peer_conns_per_addr_n);
+  (void)parse_size(c->peer_rate, &c->peer_rate_n);
+  (void)parse_size(c->peer_burst, &c->peer_burst_n);
 
   if (!strcmp(c->sync, "always"))
     c->sync_n = true;
@@ -244,6 +265,22 @@ static int finish(kvd_config *c, char *err, size_t errlen) {
                 "max-frame-bytes must exceed max-value-bytes by at least 4k");
   if (c->max_clients_n < 1 || c->max_pipeline_n < 1)
     return fail(err, errlen, "max-clients and max-pipeline must be positive");
+  if (c->max_clients_per_addr_n < 1 || c->max_peer_conns_per_addr_n < 1)
+    return fail(err, errlen,
+                "max-clients-per-addr and max-peer-conns-per-addr must be "
+                "positive");
+  if (c->read_timeout_n < 100 || c->read_timeout_n > 3600000)
+    return fail(err, errlen, "invalid read-timeout: from 100 to 3600000 ms");
+  if (c->idle_timeout_n > 0 && c->idle_timeout_n < 100)
+    return fail(err, errlen,
+                "invalid idle-timeout: 0 (never) or at least 100 ms");
+  if (c->max_input_buffer_n < c->max_frame_n)
+    return fail(err, errlen,
+                "max-input-buffer-bytes must be at least max-frame-bytes");
+  if (c->max_output_buffer_n < (64u << 10))
+    return fail(err, errlen, "invalid max-output-buffer-bytes: at least 64k");
+  if (c->peer_rate_n > 0 && c->peer_burst_n < 1)
+    return fail(err, errlen, "peer-burst must be positive");
   if (c->map_size_n < (1u << 20))
     return fail(err, errlen, "invalid map-size: at least 1m");
   if (!*c->data_dir) return fail(err, errlen, "data-dir must not be empty");
@@ -257,6 +294,32 @@ static int finish(kvd_config *c, char *err, size_t errlen) {
                 "ae-max-segments and ae-max-keys must be positive");
   if (c->peer_max_frame_n < (1u << 20) || c->peer_max_frame_n > (1ull << 31))
     return fail(err, errlen, "invalid peer-max-frame-bytes: from 1m to 2g");
+  if (c->probe_interval_n < 10 || c->probe_interval_n > 600000 ||
+      c->probe_timeout_n < 1 || c->probe_timeout_n >= c->probe_interval_n)
+    return fail(err, errlen,
+                "invalid probe-interval/probe-timeout: probe-interval from 10 "
+                "to 600000 ms, probe-timeout from 1 ms to below it");
+  if (c->indirect_checks_n < 1 || c->indirect_checks_n > 16 ||
+      c->gossip_nodes_n < 1 ||
+      c->gossip_nodes_n > 64)
+    return fail(err, errlen,
+                "invalid indirect-checks (1 to 16) or gossip-nodes (1 to 64)");
+  if (c->suspicion_mult_n < 1 || c->suspicion_mult_n > 100 ||
+      c->suspicion_max_mult_n < 1 || c->suspicion_max_mult_n > 100 ||
+      c->retransmit_mult_n < 1 || c->retransmit_mult_n > 100 ||
+      c->awareness_max_n < 1 || c->awareness_max_n > 100)
+    return fail(err, errlen,
+                "suspicion-mult, suspicion-max-mult, retransmit-mult and "
+                "awareness-max must be from 1 to 100");
+  if (c->gossip_interval_n < 1 || c->gossip_interval_n > 600000 ||
+      c->push_pull_interval_n < 100 || c->gossip_to_the_dead_n < 1)
+    return fail(err, errlen,
+                "invalid gossip-interval (1 to 600000 ms), push-pull-interval "
+                "(at least 100 ms) or gossip-to-the-dead (at least 1 ms)");
+  if (c->udp_buffer_n < 512 || c->udp_buffer_n > 65000)
+    return fail(err, errlen, "invalid udp-buffer: from 512 to 65000 bytes");
+  if (c->tombstone_grace_n < 1)
+    return fail(err, errlen, "invalid tombstone-grace: at least 1 second");
   if (!*c->cluster || strlen(c->cluster) > 64)
     return fail(err, errlen, "cluster name must be 1 to 64 bytes");
   if (*c->join) {

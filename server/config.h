@@ -27,6 +27,8 @@
     "native client protocol address")                                          \
   X(resp_listen, "resp-listen", ADDR, "127.0.0.1:7401",                        \
     "Redis protocol (RESP) address; empty to disable")                         \
+  X(metrics_listen, "metrics-listen", ADDR, "127.0.0.1:7403",                  \
+    "HTTP address for /metrics (Prometheus) and /health; empty: off")          \
   X(auth_token_file, "auth-token-file", STR, "",                               \
     "file holding the client auth token; without one, client ports must be "   \
     "on loopback")                                                             \
@@ -35,6 +37,9 @@
     "fsync (faster, an OS crash may lose recent writes)")                      \
   X(verify, "verify", BOOL, "no",                                              \
     "rebuild the Merkle leaves from the objects, compare, print and exit")     \
+  X(restore, "restore", STR, "",                                               \
+    "before starting, fill data-dir (new or empty) from this backup "          \
+    "directory (kvctl backup), with a fresh replica id")                       \
   X(log_level, "log-level", STR, "info", "debug, info, warn or error")         \
   X(segments, "segments", UINT, "65536",                                       \
     "Merkle tree segments, a power of two (fixed per cluster)")                \
@@ -47,6 +52,20 @@
   X(max_clients, "max-clients", UINT, "10000", "most client connections")      \
   X(max_pipeline, "max-pipeline", UINT, "1024",                                \
     "requests queued per connection before kvd stops reading from it")         \
+  X(max_clients_per_addr, "max-clients-per-addr", UINT, "1000",                \
+    "most client connections from one IP address")                             \
+  X(read_timeout, "read-timeout", UINT, "30000",                               \
+    "milliseconds a client (or an unintroduced peer) has to finish a request " \
+    "it has started; then it is closed")                                       \
+  X(idle_timeout, "idle-timeout", UINT, "300000",                              \
+    "milliseconds a client connection may stay idle (nothing received, no "    \
+    "reply taken) before it is closed; 0 = never")                             \
+  X(max_input_buffer, "max-input-buffer-bytes", SIZE, "256m",                  \
+    "most bytes of incomplete requests held for all clients together; the "    \
+    "connection that would exceed it is closed")                               \
+  X(max_output_buffer, "max-output-buffer-bytes", SIZE, "8m",                  \
+    "unsent reply bytes per connection above which kvd stops reading and "     \
+    "answering it until the client reads")                                     \
   X(ports_file, "ports-file", STR, "",                                         \
     "after binding, write the actual ports here (for tests using port 0)")     \
   X(cluster, "cluster", STR, "epikv",                                          \
@@ -73,7 +92,41 @@
   X(peer_max_frame, "peer-max-frame-bytes", SIZE, "64m",                       \
     "largest peer message")                                                    \
   X(max_clock_skew, "max-clock-skew", UINT, "30000",                           \
-    "milliseconds a peer envelope's timestamp may differ from ours")
+    "milliseconds a peer envelope's timestamp may differ from ours")            \
+  X(max_peer_conns_per_addr, "max-peer-conns-per-addr", UINT, "64",            \
+    "most inbound peer connections from one IP address")                       \
+  X(peer_rate, "peer-rate", UINT, "100000",                                    \
+    "peer envelopes accepted per second from one sender (token bucket); "      \
+    "the excess is dropped and counted; 0 = no limit")                         \
+  X(peer_burst, "peer-burst", UINT, "200000",                                  \
+    "the token bucket's size: envelopes a sender may send at once")            \
+  X(probe_interval, "probe-interval", UINT, "1000",                            \
+    "SWIM: milliseconds between failure-detection probes")                     \
+  X(probe_timeout, "probe-timeout", UINT, "500",                               \
+    "SWIM: milliseconds to wait for a direct ack before asking others")        \
+  X(indirect_checks, "indirect-checks", UINT, "3",                             \
+    "SWIM: members asked to probe a silent member for us (ping-req)")          \
+  X(suspicion_mult, "suspicion-mult", UINT, "4",                               \
+    "SWIM: suspicion timeout = this x log10(members) x probe-interval")        \
+  X(suspicion_max_mult, "suspicion-max-mult", UINT, "6",                       \
+    "SWIM: a lone suspicion lasts up to this x the suspicion timeout")         \
+  X(retransmit_mult, "retransmit-mult", UINT, "4",                             \
+    "SWIM: an update is piggybacked this x ceil(log10(members+1)) times")      \
+  X(awareness_max, "awareness-max", UINT, "8",                                 \
+    "SWIM (Lifeguard): most the probe interval stretches when unhealthy")      \
+  X(gossip_interval, "gossip-interval", UINT, "200",                           \
+    "SWIM: milliseconds between gossip rounds")                                \
+  X(gossip_nodes, "gossip-nodes", UINT, "3",                                   \
+    "SWIM: members gossiped to per round")                                     \
+  X(gossip_to_the_dead, "gossip-to-the-dead", UINT, "30000",                   \
+    "SWIM: milliseconds a dead member is still gossiped to")                   \
+  X(push_pull_interval, "push-pull-interval", UINT, "30000",                   \
+    "SWIM: milliseconds between full member-table exchanges over TCP")         \
+  X(udp_buffer, "udp-buffer", SIZE, "1400",                                   \
+    "SWIM: largest datagram sent; piggybacked updates fill it up to this")     \
+  X(tombstone_grace, "tombstone-grace", UINT, "86400",                         \
+    "seconds a replica may be away from its cluster and still rejoin with "    \
+    "its data (DESIGN 2.3)")
 
 typedef enum kvd_setting_type {
   KVD_STR,
@@ -93,6 +146,14 @@ typedef struct kvd_config {
   bool sync_n, verify_n, insecure_n, rumors_n, anti_entropy_n;
   uint64_t ae_interval_n, ae_max_segments_n, ae_max_keys_n, fanout_n, rumor_k_n;
   uint64_t peer_max_frame_n, max_clock_skew_n;
+  uint64_t probe_interval_n, probe_timeout_n, indirect_checks_n;
+  uint64_t suspicion_mult_n, suspicion_max_mult_n, retransmit_mult_n;
+  uint64_t awareness_max_n, gossip_interval_n, gossip_nodes_n;
+  uint64_t gossip_to_the_dead_n, push_pull_interval_n, tombstone_grace_n;
+  uint64_t udp_buffer_n;
+  uint64_t max_clients_per_addr_n, read_timeout_n, idle_timeout_n;
+  uint64_t max_input_buffer_n, max_output_buffer_n;
+  uint64_t max_peer_conns_per_addr_n, peer_rate_n, peer_burst_n;
   int log_level_n;
   bool help, version;
 } kvd_config;

@@ -70,6 +70,40 @@ static int open_store(kvd *srv) {
   return KV_OK;
 }
 
+/* --restore: fills the data directory from a backup before the store opens
+ * it, under a freshly minted replica id (see kv_store_restore). */
+static int run_restore(const kvd_config *cfg) {
+  char msg[512];
+  uint64_t old_id = 0, new_id = 0;
+  int rc = kv_store_restore(cfg->restore, cfg->data_dir, &old_id, &new_id, msg,
+                            sizeof msg);
+  if (rc) {
+    log_error("restore_failed", "from=%s data_dir=%s err=%s msg=\"%s\"",
+              cfg->restore, cfg->data_dir, kv_err_name(rc), msg);
+    return rc;
+  }
+  log_info("restored",
+           "from=%s data_dir=%s replica_id=%016llx backup_replica_id=%016llx",
+           cfg->restore, cfg->data_dir, (unsigned long long)new_id,
+           (unsigned long long)old_id);
+  /* The restored data is as old as the backup: that is when it last saw
+   * the cluster (DESIGN 2.3), so a backup older than tombstone-grace is
+   * refused when it joins, like a replica away that long. */
+  char path[1024], line[128];
+  unsigned long long created = 0;
+  snprintf(path, sizeof path, "%s/backup.info", cfg->restore);
+  FILE *f = fopen(path, "r");
+  while (f && fgets(line, sizeof line, f))
+    if (sscanf(line, "created_ms=%llu", &created) == 1) break;
+  if (f) fclose(f);
+  snprintf(path, sizeof path, "%s/%s", cfg->data_dir, KVD_CONTACT_FILE);
+  if (created && (f = fopen(path, "w")) != NULL) {
+    fprintf(f, "%llu\n", created);
+    if (fclose(f) != 0) log_warn("contact_write_failed", "path=%s", path);
+  }
+  return KV_OK;
+}
+
 static int run_verify(kvd *srv) {
   uint64_t bad = 0;
   int rc = kv_store_verify(srv->store, &bad);
@@ -126,6 +160,7 @@ int main(int argc, char **argv) {
 
   int code = 1;
   if (*cfg.auth_token_file && read_token(&srv, cfg.auth_token_file)) goto out;
+  if (*cfg.restore && run_restore(&cfg)) goto out;
   if (open_store(&srv)) goto out;
   if (cfg.verify_n) {
     code = run_verify(&srv);
@@ -139,8 +174,10 @@ int main(int argc, char **argv) {
     goto out;
   }
   if (kvd_net_start(&srv) != KV_OK) {
+    kvd_metrics_stop(&srv);
     uv_walk(srv.loop, walk_close, NULL);
     uv_run(srv.loop, UV_RUN_DEFAULT);
+    kvd_metrics_free(&srv);
     kvd_peers_free(&srv);
     kv_store_close(srv.store);
     kv_merkle_free(srv.tree);
@@ -158,6 +195,8 @@ int main(int argc, char **argv) {
              "loss may lose acknowledged writes\"");
 
   uv_run(srv.loop, UV_RUN_DEFAULT);
+  /* The HTTP thread may no longer wake the loop (metrics.h). */
+  kvd_metrics_stop(&srv);
 
   /* The loop has stopped taking requests. Closing the store lets the writer
    * commit everything it was given; its completions then land on the async
@@ -168,11 +207,12 @@ int main(int argc, char **argv) {
   uv_walk(srv.loop, walk_close, NULL);
   uv_run(srv.loop, UV_RUN_DEFAULT);
   uv_loop_close(srv.loop);
+  kvd_metrics_free(&srv);
   kvd_peers_free(&srv);
   kv_merkle_free(srv.tree);
   pthread_mutex_destroy(&srv.done_mu);
   log_info("stopped", "name=%s", cfg.name);
-  code = 0;
+  code = srv.exit_code;
 out:
   kvd_config_fini(&cfg);
   return code;

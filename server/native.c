@@ -5,6 +5,7 @@
  * stays usable (the frame boundary is intact); an oversize frame gets
  * FRAME_TOO_LARGE and the connection is closed once that reply is sent.
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -37,7 +38,12 @@ static void send_error(kvd_conn *c, uint64_t id, int err, const char *msg) {
   r.error = kv_err_to_wire(err);
   r.message = (char *)(msg ? msg : kv_strerror(err));
   c->srv->stats.errors++;
+  kvd_metrics_error(c->srv, err);
   send_response(c, &r);
+}
+
+void kvd_native_error(kvd_conn *c, int err, const char *msg) {
+  send_error(c, 0, err, msg);
 }
 
 static Kvpb__Request *req_of(kvd_op *op) { return op->req; }
@@ -244,6 +250,14 @@ static void fin_status(kvd_op *op) {
   s.commits = st.commits;
   s.writes = st.writes;
   s.stored = st.stored;
+  s.clients_refused = srv->stats.rejected_connections;
+  s.clients_refused_per_addr = srv->stats.rejected_per_addr;
+  s.read_timeouts = srv->stats.read_timeouts;
+  s.idle_timeouts = srv->stats.idle_timeouts;
+  s.input_buffer_refused = srv->stats.input_refused;
+  s.input_buffer_bytes = srv->input_bytes;
+  s.output_paused = srv->stats.output_paused;
+  s.frames_too_large = srv->stats.frames_too_large;
   void *scratch = kvd_peers_status(srv, &s);
   send_response(op->c, &r);
   free(scratch);
@@ -267,6 +281,18 @@ static void fin_verify(kvd_op *op) {
   send_response(op->c, &r);
 }
 
+/* The SWIM member table; an empty list when peer networking is off. */
+static void fin_members(kvd_op *op) {
+  Kvpb__Response r = KVPB__RESPONSE__INIT;
+  Kvpb__MembersResp m = KVPB__MEMBERS_RESP__INIT;
+  r.id = op->id;
+  r.body_case = KVPB__RESPONSE__BODY_MEMBERS;
+  r.members = &m;
+  void *scratch = kvd_peers_members(op->c->srv, &m);
+  send_response(op->c, &r);
+  free(scratch);
+}
+
 /* The token was checked when the request arrived (see dispatch); this only
  * reports the outcome in its place in the reply order. */
 static void fin_auth(kvd_op *op) {
@@ -282,13 +308,127 @@ static void fin_auth(kvd_op *op) {
   send_response(op->c, &r);
 }
 
+/* ---- backup: the copy runs on libuv's thread pool ---- */
+
+/* One backup request. The operation stays pending in its connection's FIFO
+ * while the copy runs off the loop thread, so the replica keeps serving
+ * (this connection's later requests wait behind it, in order). */
+typedef struct backup_job {
+  uv_work_t work;
+  kvd_op *op;
+  kv_store *store;
+  Kvpb__Request *req; /* owned, freed with the job */
+  int rc;
+  kv_store_backup_info info;
+  char msg[512];
+} backup_job;
+
+static void free_backup_job(void *p) {
+  backup_job *j = p;
+  kvpb__request__free_unpacked(j->req, NULL);
+  free(j);
+}
+
+static void backup_work(uv_work_t *w) {
+  backup_job *j = w->data;
+  j->rc = kv_store_backup(j->store, j->req->backup->dir, &j->info, j->msg,
+                          sizeof j->msg);
+}
+
+static void backup_done(uv_work_t *w, int status) {
+  backup_job *j = w->data;
+  kvd_conn *c = j->op->c;
+  if (status < 0 && j->rc == KV_OK) j->rc = KV_CLOSED;
+  j->op->pending = 0;
+  if (j->rc)
+    log_warn("backup_failed", "peer=%s dir=\"%s\" err=%s msg=\"%s\"", c->peer,
+             j->req->backup->dir, kv_err_name(j->rc), j->msg);
+  else
+    log_info("backup_done", "peer=%s dir=\"%s\" bytes=%llu elapsed_ms=%llu",
+             c->peer, j->req->backup->dir, (unsigned long long)j->info.bytes,
+             (unsigned long long)j->info.elapsed_ms);
+  /* After a shutdown timed out, the loop's last run closes every handle
+   * before this may be called: the reply has nowhere to go then. */
+  if (uv_is_closing((uv_handle_t *)&c->tcp)) return;
+  kvd_conn_flush(c);
+}
+
+static void fin_backup(kvd_op *op) {
+  backup_job *j = op->req;
+  if (j->rc) {
+    send_error(op->c, op->id, j->rc, j->msg[0] ? j->msg : NULL);
+    return;
+  }
+  Kvpb__Response r = KVPB__RESPONSE__INIT;
+  Kvpb__BackupResp b = KVPB__BACKUP_RESP__INIT;
+  r.id = op->id;
+  r.body_case = KVPB__RESPONSE__BODY_BACKUP;
+  r.backup = &b;
+  b.dir = j->req->backup->dir;
+  b.bytes = j->info.bytes;
+  b.elapsed_ms = j->info.elapsed_ms;
+  b.replica_id = kv_store_replica_id(op->c->srv->store);
+  send_response(op->c, &r);
+}
+
+static void start_backup(kvd_conn *c, Kvpb__Request *req) {
+  kvd_op *op = kvd_op_new(c, fin_backup);
+  op->mop = KVD_MOP_BACKUP;
+  backup_job *j = kv_calloc(1, sizeof *j);
+  j->op = op;
+  j->store = c->srv->store;
+  j->req = req;
+  j->work.data = j;
+  op->id = req->id;
+  op->req = j;
+  op->free_req = free_backup_job;
+  log_info("backup_started", "peer=%s dir=\"%s\"", c->peer, req->backup->dir);
+  int rc = uv_queue_work(c->srv->loop, &j->work, backup_work, backup_done);
+  if (rc < 0) {
+    j->rc = KV_IO;
+    snprintf(j->msg, sizeof j->msg, "cannot start the backup: %s",
+             uv_strerror(rc));
+    return;
+  }
+  op->pending = 1;
+}
+
 /* ---- dispatch ---- */
 
 /* An operation that only reports err, in its place in the FIFO. */
-static void queue_error(kvd_conn *c, uint64_t id, int err) {
+static kvd_op *queue_error(kvd_conn *c, uint64_t id, int err) {
   kvd_op *op = kvd_op_new(c, fin_error);
   op->id = id;
   op->err = err;
+  return op;
+}
+
+/* The operation a request is counted under in the metrics. */
+static kvd_mop mop_of(Kvpb__Request__BodyCase body) {
+  switch (body) {
+  case KVPB__REQUEST__BODY_GET:
+    return KVD_MOP_GET;
+  case KVPB__REQUEST__BODY_PUT:
+    return KVD_MOP_PUT;
+  case KVPB__REQUEST__BODY_DEL:
+    return KVD_MOP_DEL;
+  case KVPB__REQUEST__BODY_INCR:
+    return KVD_MOP_INCR;
+  case KVPB__REQUEST__BODY_SCAN:
+    return KVD_MOP_SCAN;
+  case KVPB__REQUEST__BODY_STATUS:
+    return KVD_MOP_STATUS;
+  case KVPB__REQUEST__BODY_VERIFY:
+    return KVD_MOP_VERIFY;
+  case KVPB__REQUEST__BODY_MEMBERS:
+    return KVD_MOP_MEMBERS;
+  case KVPB__REQUEST__BODY_BACKUP:
+    return KVD_MOP_BACKUP;
+  case KVPB__REQUEST__BODY_AUTH:
+    return KVD_MOP_AUTH;
+  default:
+    return KVD_MOP_INVALID;
+  }
 }
 
 static void start_write(kvd_op *op, kv_write_op kind, ProtobufCBinaryData key) {
@@ -300,7 +440,7 @@ static void start_write(kvd_op *op, kv_write_op kind, ProtobufCBinaryData key) {
 
 static void dispatch(kvd_conn *c, Kvpb__Request *req) {
   if (!c->authed && req->body_case != KVPB__REQUEST__BODY_AUTH) {
-    queue_error(c, req->id, KV_AUTH_REQUIRED);
+    queue_error(c, req->id, KV_AUTH_REQUIRED)->mop = mop_of(req->body_case);
     kvpb__request__free_unpacked(req, NULL);
     return;
   }
@@ -347,6 +487,12 @@ static void dispatch(kvd_conn *c, Kvpb__Request *req) {
   case KVPB__REQUEST__BODY_VERIFY:
     op = kvd_op_new(c, fin_verify);
     break;
+  case KVPB__REQUEST__BODY_MEMBERS:
+    op = kvd_op_new(c, fin_members);
+    break;
+  case KVPB__REQUEST__BODY_BACKUP:
+    start_backup(c, req);
+    return;
   case KVPB__REQUEST__BODY_AUTH:
     /* Checked now, not at the head of the FIFO, so that requests pipelined
      * right behind it are already authenticated. */
@@ -354,7 +500,10 @@ static void dispatch(kvd_conn *c, Kvpb__Request *req) {
     if (kvd_auth_check(c->srv, req->auth->token.data, req->auth->token.len)) {
       c->authed = true;
     } else {
-      log_warn("auth_failed", "peer=%s proto=native", c->peer);
+      /* A guessing client would write a line per guess. */
+      static kvd_log_rate auth_rate;
+      kvd_log_limited(&auth_rate, KVD_LOG_WARN, "auth_failed",
+                      "peer=%s proto=native", c->peer);
       op->err = KV_AUTH_FAILED;
     }
     break;
@@ -366,6 +515,7 @@ static void dispatch(kvd_conn *c, Kvpb__Request *req) {
   op->id = req->id;
   op->req = req;
   op->free_req = free_request;
+  op->mop = mop_of(req->body_case);
   if (op->nwrites) kvd_op_submit(op);
 }
 
@@ -385,8 +535,11 @@ void kvd_native_input(kvd_conn *c, const uint8_t *p, size_t len) {
     dispatch(c, req);
   }
   if (rc == KV_FRAME_TOO_LARGE) {
-    log_warn("frame_too_large", "peer=%s max=%llu", c->peer,
-             (unsigned long long)c->srv->cfg->max_frame_n);
+    static kvd_log_rate too_large_rate; /* one per connection, but many */
+    c->srv->stats.frames_too_large++;
+    kvd_log_limited(&too_large_rate, KVD_LOG_WARN, "frame_too_large",
+                    "peer=%s max=%llu", c->peer,
+                    (unsigned long long)c->srv->cfg->max_frame_n);
     queue_error(c, 0, KV_FRAME_TOO_LARGE);
     kvd_conn_close_after_flush(c);
   }

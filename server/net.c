@@ -4,12 +4,26 @@
  * writer's completions and graceful shutdown.
  *
  * Back-pressure: a connection stops being read while its FIFO holds
- * max-pipeline operations or the socket has a large backlog of unsent
- * replies, and resumes when they drain, so a client that pipelines without
- * reading cannot make kvd buffer without bound.
+ * max-pipeline operations or max-output-buffer-bytes of its replies are
+ * unsent, and while that much is unsent no further reply is even built; both
+ * resume when the client reads. So a client that pipelines without reading
+ * costs kvd at most max-output-buffer-bytes plus one reply, plus the
+ * requests of one read.
+ *
+ * Limits (DESIGN §8) enforced here, each a counted refusal with an error to
+ * the client where the protocol has one, never a crash: max-clients and
+ * max-clients-per-addr at accept; read-timeout for a request begun but not
+ * finished (slowloris); idle-timeout for a connection on which nothing moves;
+ * max-input-buffer-bytes for the bytes of incomplete requests held for all
+ * clients together. A connection closed for a timeout or a limit is aborted:
+ * closed at once, without waiting for a client that does not read to take
+ * its replies.
  */
 #include <sodium.h>
 #include <stdlib.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include <string.h>
 #include <time.h>
 
@@ -17,13 +31,14 @@
 #include "server/server.h"
 
 #define READ_CHUNK 65536
-#define MAX_UNSENT (8u << 20) /* bytes queued on a socket before pausing */
 
 static uint64_t mono_ns(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
+
+uint64_t kvd_mono_ms(void) { return mono_ns() / 1000000u; }
 
 static void maybe_finish_stop(kvd *srv);
 
@@ -126,6 +141,7 @@ typedef struct out_req {
 } out_req;
 
 static void conn_maybe_free(kvd_conn *c);
+static void conn_abort(kvd_conn *c);
 
 static void on_written(uv_write_t *req, int status) {
   out_req *o = (out_req *)req;
@@ -136,8 +152,16 @@ static void on_written(uv_write_t *req, int status) {
   if (status < 0 && !c->closing)
     log_debug("client_write_failed", "peer=%s err=\"%s\"", c->peer,
               uv_strerror(status));
-  if (!c->closing && !c->reading && !c->close_after_flush && !srv->stopping)
-    kvd_conn_flush(c); /* may resume reading now the backlog has drained */
+  if (status == 0) {
+    c->last_io = kvd_mono_ms();
+    /* The backlog shrank: replies held back (max-output-buffer-bytes) may
+     * be built now, and reading may resume. */
+    if (!c->closing) kvd_conn_flush(c);
+  } else if (!c->closing) {
+    /* The client is gone. It may never be read again (kvd stops reading a
+     * client with a backlog), so this is where its end is noticed. */
+    conn_abort(c);
+  }
   conn_maybe_free(c);
   /* A drained backlog may be the last thing a shutdown waits for. */
   if (srv->stopping) maybe_finish_stop(srv);
@@ -155,13 +179,18 @@ static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf) {
 }
 
 static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf);
+static void account_input(kvd_conn *c);
 
 static void set_reading(kvd_conn *c, bool on) {
   if (on == c->reading || c->finalizing) return;
-  if (on)
+  if (on) {
     uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
-  else
+    /* The client could not send while kvd was not reading: its request in
+     * progress gets a whole read-timeout from now. */
+    if (c->partial_since) c->partial_since = kvd_mono_ms();
+  } else {
     uv_read_stop((uv_stream_t *)&c->tcp);
+  }
   c->reading = on;
 }
 
@@ -197,12 +226,15 @@ static void on_shutdown(uv_shutdown_t *req, int status) {
 /* Frees c once it is closing and no operation or socket write refers to it:
  * the store may still complete writes for operations of a closed client.
  * The socket is half-closed first (FIN after the last reply) and input is
- * drained until then, so the client reads every reply instead of a reset. */
+ * drained until then, so the client reads every reply instead of a reset.
+ * An aborted connection does not wait for its replies: closing the handle
+ * cancels the writes still queued. */
 static void conn_maybe_free(kvd_conn *c) {
   if (!c->closing || c->finalizing) return;
   for (kvd_op *op = c->head; op; op = op->next)
     if (op->pending) return;
-  if (uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) > 0) return;
+  if (!c->abort && uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) > 0)
+    return;
   c->finalizing = true;
   while (c->head) {
     kvd_op *op = c->head;
@@ -210,6 +242,12 @@ static void conn_maybe_free(kvd_conn *c) {
     op_free(op);
   }
   conn_unlink(c);
+  c->srv->input_bytes -= c->inbuf;
+  c->inbuf = 0;
+  if (c->abort) {
+    uv_close((uv_handle_t *)&c->tcp, on_closed);
+    return;
+  }
   uv_shutdown_t *req = kv_calloc(1, sizeof *req);
   req->data = c;
   if (uv_shutdown(req, (uv_stream_t *)&c->tcp, on_shutdown) != 0) {
@@ -222,7 +260,39 @@ static void conn_close(kvd_conn *c) {
   if (c->closing) return;
   set_reading(c, true); /* drain, do not process (see on_read) */
   c->closing = true;
+  c->closing_since = kvd_mono_ms();
   conn_maybe_free(c);
+}
+
+/* Closes c at once (see conn_maybe_free): for a limit or a timeout, where
+ * the client is not to be waited for. */
+static void conn_abort(kvd_conn *c) {
+  if (c->finalizing) return;
+  set_reading(c, false);
+  c->abort = true;
+  if (!c->closing) c->closing_since = kvd_mono_ms();
+  c->closing = true;
+  conn_maybe_free(c);
+}
+
+/* Tells c why it is refused, in its protocol's error form, then aborts it.
+ * The error is sent only if it can go out at once, behind nothing: a client
+ * that does not read gets the close alone. */
+static void conn_refuse(kvd_conn *c, int err, const char *msg) {
+  kv_resp_out_fini(&c->out);
+  if (c->proto == KVD_NATIVE) {
+    kvd_native_error(c, err, msg);
+  } else {
+    char line[256];
+    snprintf(line, sizeof line, "ERR %s", msg);
+    kv_resp_add_error(&c->out, line);
+  }
+  if (uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) == 0) {
+    uv_buf_t b = uv_buf_init((char *)c->out.data, (unsigned)c->out.len);
+    (void)uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
+  }
+  kv_resp_out_fini(&c->out);
+  conn_abort(c);
 }
 
 void kvd_conn_close_after_flush(kvd_conn *c) { c->close_after_flush = true; }
@@ -232,11 +302,23 @@ void kvd_conn_flush(kvd_conn *c) {
     conn_maybe_free(c);
     return;
   }
+  kvd *srv = c->srv;
+  size_t max_out = srv->cfg->max_output_buffer_n;
+  size_t queued_out = uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp);
+  bool held = false;
   for (;;) {
     submit_deferred(c);
     kvd_op *op = c->head;
     if (!op || op->pending) break;
+    /* A client that does not read its replies gets no more of them built
+     * (on_written resumes once it reads). */
+    if (queued_out + c->out.len >= max_out) {
+      held = true;
+      break;
+    }
     op->finish(op);
+    kvd_metrics_request(c->srv, c->proto, op->mop,
+                        (mono_ns() - op->started_ns) / 1000);
     c->head = op->next;
     if (!c->head) c->tail = NULL;
     c->queued--;
@@ -261,9 +343,11 @@ void kvd_conn_flush(kvd_conn *c) {
     conn_close(c);
     return;
   }
-  kvd *srv = c->srv;
   size_t unsent = uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp);
-  bool room = c->queued < srv->cfg->max_pipeline_n && unsent < MAX_UNSENT;
+  bool out_full = held || unsent >= max_out;
+  if (out_full && !c->out_full) srv->stats.output_paused++;
+  c->out_full = out_full;
+  bool room = c->queued < srv->cfg->max_pipeline_n && !out_full;
   /* While closing or stopping, input is read and dropped (see on_read). */
   set_reading(c, room || c->close_after_flush || srv->stopping);
   if (srv->stopping) maybe_finish_stop(srv);
@@ -276,11 +360,13 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
     /* Nothing more is taken from this client; reading keeps its data from
      * turning our close into a reset that could destroy replies in flight. */
   } else if (n > 0) {
+    c->last_io = kvd_mono_ms();
     if (c->proto == KVD_NATIVE)
       kvd_native_input(c, (uint8_t *)buf->base, (size_t)n);
     else
       kvd_resp_input(c, (uint8_t *)buf->base, (size_t)n);
     kvd_conn_flush(c);
+    account_input(c);
   } else if (n < 0) {
     if (n != UV_EOF)
       log_debug("client_read_failed", "peer=%s err=\"%s\"", c->peer,
@@ -290,12 +376,44 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
   free(buf->base);
 }
 
-static void peer_name(uv_tcp_t *t, char *out, size_t len) {
+/* What is left of an incomplete request after c's input was processed:
+ * counted towards max-input-buffer-bytes, and timed by read-timeout. The
+ * connection whose bytes take the total over the limit is refused. */
+static void account_input(kvd_conn *c) {
+  kvd *srv = c->srv;
+  if (c->closing) return;
+  size_t pending = c->proto == KVD_NATIVE ? kv_frame_reader_pending(c->frames)
+                                          : kv_resp_parser_pending(c->resp);
+  if (c->close_after_flush) pending = 0; /* nothing more is parsed */
+  srv->input_bytes = srv->input_bytes - c->inbuf + pending;
+  c->inbuf = pending;
+  if (!pending)
+    c->partial_since = 0;
+  else if (!c->partial_since)
+    c->partial_since = kvd_mono_ms();
+  if (pending && srv->input_bytes > srv->cfg->max_input_buffer_n) {
+    static kvd_log_rate rate;
+    srv->stats.input_refused++;
+    kvd_metrics_ratelimited(srv, "client_input_buffer");
+    kvd_log_limited(&rate, KVD_LOG_WARN, "client_refused",
+                    "peer=%s reason=max_input_buffer held=%zu max=%llu "
+                    "total=%llu",
+                    c->peer, srv->input_bytes,
+                    (unsigned long long)srv->cfg->max_input_buffer_n,
+                    (unsigned long long)srv->stats.input_refused);
+    conn_refuse(c, KV_NOMEM,
+                "kvd holds too many bytes of incomplete requests "
+                "(max-input-buffer-bytes); try again later");
+  }
+}
+
+/* "host:port" of c's client into c->peer, and the host alone into c->ip. */
+static void peer_name(kvd_conn *c) {
   struct sockaddr_storage ss;
   int sl = sizeof ss;
   char host[48] = "?";
   int port = 0;
-  if (uv_tcp_getpeername(t, (struct sockaddr *)&ss, &sl) == 0) {
+  if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &sl) == 0) {
     if (ss.ss_family == AF_INET) {
       uv_ip4_name((struct sockaddr_in *)&ss, host, sizeof host);
       port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
@@ -304,13 +422,43 @@ static void peer_name(uv_tcp_t *t, char *out, size_t len) {
       port = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
     }
   }
-  snprintf(out, len, "%s:%d", host, port);
+  snprintf(c->peer, sizeof c->peer, "%s:%d", host, port);
+  snprintf(c->ip, sizeof c->ip, "%s", host);
+}
+
+/* Connections kvd holds from ip (closing ones included: they still hold
+ * their descriptor and buffers). */
+static size_t conns_from(const kvd *srv, const char *ip) {
+  size_t n = 0;
+  for (const kvd_conn *o = srv->conns; o; o = o->next_conn)
+    n += strcmp(o->ip, ip) == 0;
+  return n;
+}
+
+/* Refuses a connection just accepted (not linked): the error goes out if
+ * the socket takes it at once, then the connection is closed. */
+static void refuse_accepted(kvd_conn *c, const char *msg) {
+  if (c->proto == KVD_NATIVE) {
+    kvd_native_error(c, KV_CLOSED, msg);
+  } else {
+    char line[256];
+    snprintf(line, sizeof line, "ERR %s", msg);
+    kv_resp_add_error(&c->out, line);
+  }
+  uv_buf_t b = uv_buf_init((char *)c->out.data, (unsigned)c->out.len);
+  (void)uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
+  kv_resp_out_fini(&c->out);
+  uv_close((uv_handle_t *)&c->tcp, on_closed);
 }
 
 static void on_connection(uv_stream_t *lsn, int status) {
   kvd *srv = lsn->data;
+  /* Both can repeat for every connection attempt of a flood (or every
+   * loop iteration while out of descriptors): one line a second each. */
+  static kvd_log_rate accept_rate, reject_rate;
   if (status < 0) {
-    log_warn("accept_failed", "err=\"%s\"", uv_strerror(status));
+    kvd_log_limited(&accept_rate, KVD_LOG_WARN, "accept_failed", "err=\"%s\"",
+                    uv_strerror(status));
     return;
   }
   kvd_conn *c = kv_calloc(1, sizeof *c);
@@ -325,14 +473,28 @@ static void on_connection(uv_stream_t *lsn, int status) {
   }
   if (srv->stopping || srv->nconns >= srv->cfg->max_clients_n) {
     srv->stats.rejected_connections++;
-    log_warn("client_rejected", "reason=%s max_clients=%llu",
-             srv->stopping ? "shutting_down" : "max_clients",
-             (unsigned long long)srv->cfg->max_clients_n);
-    uv_close((uv_handle_t *)&c->tcp, on_closed);
+    kvd_log_limited(&reject_rate, KVD_LOG_WARN, "client_rejected",
+                    "reason=%s max_clients=%llu total=%llu",
+                    srv->stopping ? "shutting_down" : "max_clients",
+                    (unsigned long long)srv->cfg->max_clients_n,
+                    (unsigned long long)srv->stats.rejected_connections);
+    refuse_accepted(c, srv->stopping ? "kvd is shutting down"
+                                     : "max number of clients reached");
+    return;
+  }
+  peer_name(c);
+  if (conns_from(srv, c->ip) >= srv->cfg->max_clients_per_addr_n) {
+    srv->stats.rejected_per_addr++;
+    kvd_metrics_ratelimited(srv, "client_connections_per_addr");
+    kvd_log_limited(&reject_rate, KVD_LOG_WARN, "client_rejected",
+                    "reason=max_clients_per_addr addr=%s max=%llu total=%llu",
+                    c->ip, (unsigned long long)srv->cfg->max_clients_per_addr_n,
+                    (unsigned long long)srv->stats.rejected_per_addr);
+    refuse_accepted(c, "max number of clients per address reached "
+                       "(max-clients-per-addr)");
     return;
   }
   uv_tcp_nodelay(&c->tcp, 1);
-  peer_name(&c->tcp, c->peer, sizeof c->peer);
   c->authed = !srv->have_token;
   if (c->proto == KVD_NATIVE) {
     c->frames = kv_frame_reader_new(srv->cfg->max_frame_n);
@@ -346,6 +508,7 @@ static void on_connection(uv_stream_t *lsn, int status) {
   srv->conns = c;
   srv->nconns++;
   srv->stats.connections++;
+  c->last_io = kvd_mono_ms();
   set_reading(c, true);
 }
 
@@ -407,6 +570,80 @@ bool kvd_auth_check(kvd *srv, const uint8_t *token, size_t len) {
   return sodium_memcmp(h, srv->token_hash, sizeof h) == 0;
 }
 
+/* ---- timeouts ---- */
+
+/* Every connection, a few times per timeout: a request begun more than
+ * read-timeout ago and still incomplete (while kvd was reading), nothing
+ * moving for idle-timeout, or a close whose replies the client has not
+ * taken within read-timeout. Operations still with the store or a backup
+ * worker are waited for; a timeout never cuts one short. */
+static void on_sweep(uv_timer_t *t) {
+  kvd *srv = t->data;
+  const kvd_config *cfg = srv->cfg;
+  static kvd_log_rate read_rate, idle_rate;
+  static uint64_t requests_seen;
+  static bool trimmed = true;
+  uint64_t now = kvd_mono_ms();
+  /* Once a burst is over (a whole period without a request), hand the
+   * memory it freed back to the system: glibc keeps freed heap pages,
+   * notably in the writer thread's arena, so without this kvd would stay at
+   * the size of its busiest moment. */
+  if (srv->stats.requests != requests_seen) {
+    requests_seen = srv->stats.requests;
+    trimmed = false;
+  } else if (!trimmed) {
+#ifdef __GLIBC__
+    malloc_trim(0);
+#endif
+    trimmed = true;
+  }
+  for (kvd_conn *c = srv->conns, *next; c; c = next) {
+    next = c->next_conn;
+    if (c->finalizing) continue;
+    bool busy = false;
+    for (kvd_op *op = c->head; op && !busy; op = op->next)
+      busy = op->pending > 0;
+    if (c->closing) {
+      if (!busy && now - c->closing_since >= cfg->read_timeout_n) {
+        srv->stats.idle_timeouts++;
+        kvd_log_limited(&idle_rate, KVD_LOG_INFO, "client_timeout",
+                        "peer=%s reason=replies_not_taken total=%llu", c->peer,
+                        (unsigned long long)srv->stats.idle_timeouts);
+        conn_abort(c);
+      }
+    } else if (c->reading && c->partial_since &&
+               now - c->partial_since >= cfg->read_timeout_n) {
+      srv->stats.read_timeouts++;
+      kvd_metrics_ratelimited(srv, "client_read_timeout");
+      kvd_log_limited(&read_rate, KVD_LOG_WARN, "client_timeout",
+                      "peer=%s reason=read held=%zu read_timeout=%llu "
+                      "total=%llu",
+                      c->peer, c->inbuf,
+                      (unsigned long long)cfg->read_timeout_n,
+                      (unsigned long long)srv->stats.read_timeouts);
+      conn_refuse(c, KV_TIMEOUT,
+                  "read timeout: a request was begun but not completed "
+                  "within read-timeout");
+    } else if (cfg->idle_timeout_n && !busy && !c->partial_since &&
+               now - c->last_io >= cfg->idle_timeout_n) {
+      srv->stats.idle_timeouts++;
+      kvd_log_limited(&idle_rate, KVD_LOG_INFO, "client_timeout",
+                      "peer=%s reason=idle idle_timeout=%llu total=%llu",
+                      c->peer, (unsigned long long)cfg->idle_timeout_n,
+                      (unsigned long long)srv->stats.idle_timeouts);
+      conn_abort(c);
+    }
+  }
+}
+
+/* The sweep's period: a tenth of the shortest timeout, from 10 ms to 1 s. */
+static uint64_t sweep_period(const kvd_config *cfg) {
+  uint64_t t = cfg->read_timeout_n;
+  if (cfg->idle_timeout_n && cfg->idle_timeout_n < t) t = cfg->idle_timeout_n;
+  t /= 10;
+  return t < 10 ? 10 : t > 1000 ? 1000 : t;
+}
+
 /* ---- listeners and shutdown ---- */
 
 static int bind_listener(kvd *srv, uv_tcp_t *t, const char *addr,
@@ -432,7 +669,7 @@ static int bind_listener(kvd *srv, uv_tcp_t *t, const char *addr,
   return 0;
 }
 
-static bool is_loopback(const char *addr) {
+bool kvd_is_loopback(const char *addr) {
   char host[256];
   int port;
   if (kvd_parse_addr(addr, host, sizeof host, &port)) return false;
@@ -460,7 +697,11 @@ static void maybe_finish_stop(kvd *srv) {
     n = c->next_conn;
     conn_close(c);
   }
-  if (srv->alive == 0) uv_stop(srv->loop);
+  if (srv->alive == 0 && !kvd_peers_busy(srv)) uv_stop(srv->loop);
+}
+
+void kvd_net_check_stop(kvd *srv) {
+  if (srv->stopping) maybe_finish_stop(srv);
 }
 
 static void on_signal(uv_signal_t *s, int signum) {
@@ -472,6 +713,8 @@ static void on_signal(uv_signal_t *s, int signum) {
 
 void kvd_net_stop(kvd *srv) {
   srv->stopping = true;
+  kvd_metrics_refresh(srv); /* /health answers 503 from now on */
+  uv_timer_stop(&srv->sweep_timer);
   kvd_peers_stop(srv);
   uv_close((uv_handle_t *)&srv->native_lsn, NULL);
   if (srv->have_resp) uv_close((uv_handle_t *)&srv->resp_lsn, NULL);
@@ -483,16 +726,32 @@ void kvd_net_stop(kvd *srv) {
 
 int kvd_net_start(kvd *srv) {
   kvd_config *cfg = srv->cfg;
+#ifdef __GLIBC__
+  /* Large buffers (a big value's frame, its encoding, LMDB's overflow
+   * pages) get their own mappings, returned to the system when freed.
+   * glibc would otherwise raise this threshold after the first such free
+   * and serve later ones from an arena that never shrinks back. Setting it
+   * also fixes the trim threshold at its default. */
+  mallopt(M_MMAP_THRESHOLD, 1 << 20);
+#endif
   if (!srv->have_token &&
-      (!is_loopback(cfg->listen) ||
-       (*cfg->resp_listen && !is_loopback(cfg->resp_listen)))) {
+      (!kvd_is_loopback(cfg->listen) ||
+       (*cfg->resp_listen && !kvd_is_loopback(cfg->resp_listen)))) {
     log_error("config_refused",
               "reason=\"client ports on a non-loopback address need "
               "--auth-token-file\" listen=%s resp_listen=%s",
               cfg->listen, cfg->resp_listen);
     return KV_INVALID;
   }
-  int native_port = 0, resp_port = 0, rc;
+  if (!srv->have_token && *cfg->metrics_listen &&
+      !kvd_is_loopback(cfg->metrics_listen)) {
+    log_error("config_refused",
+              "reason=\"metrics on a non-loopback address need "
+              "--auth-token-file\" metrics_listen=%s",
+              cfg->metrics_listen);
+    return KV_INVALID;
+  }
+  int native_port = 0, resp_port = 0, metrics_port = 0, rc;
   if ((rc = bind_listener(srv, &srv->native_lsn, cfg->listen, &native_port))) {
     log_error("listen_failed", "addr=%s err=\"%s\"", cfg->listen,
               uv_strerror(rc));
@@ -515,18 +774,26 @@ int kvd_net_start(kvd *srv) {
   srv->wake.data = srv;
   uv_timer_init(srv->loop, &srv->stop_timer);
   srv->stop_timer.data = srv;
+  uv_timer_init(srv->loop, &srv->sweep_timer);
+  srv->sweep_timer.data = srv;
+  uint64_t period = sweep_period(cfg);
+  uv_timer_start(&srv->sweep_timer, on_sweep, period, period);
   uv_signal_init(srv->loop, &srv->sigterm);
   uv_signal_init(srv->loop, &srv->sigint);
   srv->sigterm.data = srv->sigint.data = srv;
   uv_signal_start(&srv->sigterm, on_signal, SIGTERM);
   uv_signal_start(&srv->sigint, on_signal, SIGINT);
   if ((rc = kvd_peers_start(srv))) return rc;
+  if ((rc = kvd_metrics_start(srv, &metrics_port))) return rc;
   if (*cfg->ports_file) {
-    FILE *f = fopen(cfg->ports_file, "w");
+    /* Written aside and renamed, so a reader never sees half of it. */
+    char tmp[4096];
+    snprintf(tmp, sizeof tmp, "%s.tmp", cfg->ports_file);
+    FILE *f = fopen(tmp, "w");
     if (!f ||
-        fprintf(f, "native=%d\nresp=%d\npeer=%d\n", native_port, resp_port,
-                srv->peer_port) < 0 ||
-        fclose(f) != 0) {
+        fprintf(f, "native=%d\nresp=%d\npeer=%d\nmetrics=%d\n", native_port,
+                resp_port, srv->peer_port, metrics_port) < 0 ||
+        fclose(f) != 0 || rename(tmp, cfg->ports_file) != 0) {
       log_error("ports_file_failed", "path=%s", cfg->ports_file);
       return KV_IO;
     }

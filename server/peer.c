@@ -1,7 +1,8 @@
 /*
- * Replication for kvd: the peer listener, one outbound TCP connection per
- * known peer, envelope sealing, and the libuv driver of the sans-I/O rumor
- * (sync/rumor) and anti-entropy (sync/antientropy) cores.
+ * Replication and membership for kvd: the peer listener (TCP) and socket
+ * (UDP) on --peer-listen, one outbound TCP connection per member, envelope
+ * sealing, and the libuv driver of the sans-I/O membership (sync/membership),
+ * rumor (sync/rumor) and anti-entropy (sync/antientropy) cores.
  *
  * Sending rule: a replica sends to a peer only on its own outbound connection
  * to it; inbound connections are receive-only. So every envelope from A to B
@@ -11,9 +12,33 @@
  * connection. A peer is "alive", and can be chosen for rumors and exchanges,
  * once our outbound connection is up and its Hello has reached us.
  *
- * Peers come from --join; a replica that says Hello from an address we do not
- * know is added, so joining through one seed connects both ways. A peer that
- * is down is retried with exponential backoff, never forgotten.
+ * Membership is SWIM (DESIGN §6.3): probes, acks, ping-reqs, nacks and
+ * gossip travel as sealed UDP datagrams; push-pull (whole member tables) on
+ * the TCP connection. UDP envelopes are sealed under a separate cluster id
+ * ("<cluster>/swim") with their own counter stream, so neither channel can be
+ * replayed into the other and a TCP burst never pushes UDP counters out of
+ * the replay window. --join names seeds: on connecting to one we send a join
+ * push-pull and learn the whole table from its answer. Members SWIM declares
+ * dead or left are no longer dialled; rumors and anti-entropy choose only
+ * members SWIM holds alive whose connection is up. A peer whose connection
+ * fails is retried with exponential backoff while SWIM holds it alive.
+ *
+ * Join refusal: a replica refuses a Hello whose cluster name, protocol
+ * version or segment count differ and answers it with a sealed HelloRefused
+ * naming the reason (a different cluster name is detected when the envelope
+ * opens under our key but names another cluster id); the joiner logs it and,
+ * if every seed refused, exits. Envelopes that do not open under our key are
+ * never answered, so an outsider cannot make us send anything.
+ *
+ * Limits (DESIGN §8), each counted (kvctl status) and logged at most once a
+ * second: at most max-peer-conns-per-addr inbound connections from one
+ * address (and MAX_INBOUND in all); a connection that has not introduced
+ * itself with a Hello within read-timeout, or holds more than PRE_HELLO_MAX
+ * bytes before its Hello, is closed without a reply; and envelopes that open
+ * are rate-limited per sender (a token bucket of peer-burst envelopes
+ * refilled at peer-rate a second), the excess dropped. The bucket is keyed
+ * by the authenticated sender id, so a forger cannot spend a real peer's
+ * tokens; a key holder can of course claim any id.
  */
 #include <sodium.h>
 #include <stdlib.h>
@@ -25,6 +50,7 @@
 #include "server/log.h"
 #include "server/server.h"
 #include "sync/antientropy.h"
+#include "sync/membership.h"
 #include "sync/rng.h"
 #include "sync/rumor.h"
 #include "sync/seal.h"
@@ -36,6 +62,12 @@
 #define MAX_PEER_MERGES 20000  /* peer writes in flight */
 #define AE_TIMEOUT_MS 30000
 #define MAX_PEERS 1024
+#define MAX_PENDING 64            /* messages held for a connecting peer */
+#define UDP_MAX (64u << 10)       /* largest datagram accepted */
+#define LEAVE_MAX_MS 3000         /* longest a leave waits for its gossip */
+#define MAX_INBOUND 1024          /* inbound peer connections in all */
+#define PRE_HELLO_MAX (64u << 10) /* bytes held before a connection's Hello */
+#define RATE_SLOTS 4096           /* senders with a token bucket (2^12) */
 
 typedef struct kvd_peers kvd_peers;
 
@@ -49,7 +81,16 @@ typedef struct peer {
   char name[64];
   uint64_t id;
   bool id_known;
+  bool seed;    /* named by --join: we send it a join push-pull */
+  bool down;    /* SWIM holds it dead or left: not dialled */
+  bool refused; /* it refused our Hello: not dialled again */
+  bool reconnect; /* dialled although dead, to heal a partition */
   uv_tcp_t *tcp; /* outbound; NULL while not connected */
+  kv_frame_reader *back; /* what the peer sends on our outbound connection
+                            (only a HelloRefused is expected) */
+  /* Messages (unsealed) for a peer whose connection is being made. */
+  kv_buf pending[MAX_PENDING];
+  size_t npending;
   bool connected;
   uv_timer_t retry;
   uint64_t backoff_ms;
@@ -59,6 +100,10 @@ typedef struct peer {
   /* Figures for status. */
   uint64_t exchanges, keys_pushed, keys_pulled, bytes_sent, bytes_received;
   uint64_t last_exchange_ms, dropped_sends;
+  /* A peer that accepts and then drops us (it refuses our envelopes, say)
+   * is redialled every BACKOFF_MIN_MS: its connect and its disconnect
+   * lines are limited to one a second each. */
+  kvd_log_rate connected_log, disconnected_log;
 } peer;
 
 typedef struct pconn {
@@ -67,9 +112,19 @@ typedef struct pconn {
   kv_frame_reader *frames;
   uint64_t sender;
   bool hello;
+  uint64_t accepted_ms; /* monotonic: the Hello is due read-timeout later */
   char from[64];
   struct pconn *prev, *next;
 } pconn;
+
+/* A sender's token bucket (peer-rate, peer-burst). The table is direct
+ * mapped by sender id: a sender that lands on another's slot takes it over
+ * with a full bucket, so a collision can only make the limit laxer. */
+typedef struct rate_slot {
+  uint64_t sender, last_ms;
+  double tokens;
+  bool used;
+} rate_slot;
 
 struct kvd_peers {
   kvd *srv;
@@ -92,8 +147,27 @@ struct kvd_peers {
   uint64_t invalid[KV_SEAL_NVERDICTS];
   uint64_t refused_hellos, dropped_merges, malformed;
   uint64_t msgs_sent, bytes_sent, msgs_received, bytes_received;
+  /* For the metrics endpoint (kvd_peers_metrics). */
+  uint64_t rumors_received, rumors_news;
+  uint64_t ae_done, ae_timeout, ae_malformed, ae_repairs;
+  uint64_t ae_bytes_sent, ae_bytes_received;
+  kvd_hist ae_duration;
+  /* Membership. */
+  kv_swim *swim;
+  kv_seal *useal; /* UDP envelopes */
+  uv_udp_t udp;
+  uv_timer_t swim_timer, leave_timer, contact_timer, reconnect_timer;
+  uint64_t swim_sent, swim_received, swim_bytes_sent, swim_bytes_received;
+  uint64_t leave_started;
+  size_t nseeds, seeds_refused;
+  bool leaving, left, udp_open;
   bool stopping;
   char advertise[128]; /* our peer address as bound (port 0 resolved) */
+  /* Limits (see the top). */
+  size_t ninbound;
+  uv_timer_t handshake_timer;
+  rate_slot *rate; /* RATE_SLOTS of them */
+  uint64_t conns_refused, handshake_timeouts, rate_limited, oversize;
 };
 
 static uint64_t now_ms(void) {
@@ -117,12 +191,23 @@ static void on_peer_written(uv_write_t *req, int status) {
 }
 
 /* Seals and sends an encoded PeerMessage to pe on our outbound connection.
- * Dropped (and counted) when pe is not connected or too far behind: rumors
- * and anti-entropy both tolerate loss. */
+ * While that connection is being made, up to MAX_PENDING messages wait for
+ * it (a push-pull answer to a joiner is sent before our connection to the
+ * joiner is up); otherwise a message to a peer that is not connected, or
+ * too far behind, is dropped and counted: rumors, anti-entropy and SWIM all
+ * tolerate loss. */
 static void send_bytes(peer *pe, const uint8_t *msg, size_t len) {
   kvd_peers *ps = pe->ps;
-  if (!pe->connected ||
-      uv_stream_get_write_queue_size((uv_stream_t *)pe->tcp) > MAX_UNSENT) {
+  if (!pe->connected) {
+    if (!pe->down && !pe->refused && !ps->stopping &&
+        pe->npending < MAX_PENDING) {
+      pe->pending[pe->npending++] = kv_buf_dup(msg, len);
+      return;
+    }
+    pe->dropped_sends++;
+    return;
+  }
+  if (uv_stream_get_write_queue_size((uv_stream_t *)pe->tcp) > MAX_UNSENT) {
     pe->dropped_sends++;
     return;
   }
@@ -154,6 +239,12 @@ static void send_msg(peer *pe, const Kvpb__PeerMessage *m) {
   free(buf);
 }
 
+static void drop_pending(peer *pe) {
+  for (size_t i = 0; i < pe->npending; i++)
+    kv_buf_free(&pe->pending[i]);
+  pe->npending = 0;
+}
+
 static peer *peer_by_id(kvd_peers *ps, uint64_t id) {
   for (size_t i = 0; i < ps->npeers; i++)
     if (ps->peers[i]->id_known && ps->peers[i]->id == id) return ps->peers[i];
@@ -166,11 +257,25 @@ static peer *peer_by_addr(kvd_peers *ps, const char *addr) {
   return NULL;
 }
 
-static bool peer_alive(const peer *pe) { return pe->connected && pe->id_known; }
+/* SWIM's view of a member (KV_SWIM_NONE if it is not in the table). */
+static kv_swim_state member_state(const kvd_peers *ps, uint64_t id) {
+  kv_swim_member m;
+  if (!ps->swim || kv_swim_member_get(ps->swim, id, &m) != KV_OK)
+    return KV_SWIM_NONE;
+  return m.state;
+}
+
+/* A peer rumors and anti-entropy may choose (DESIGN §6.3): SWIM holds it
+ * alive and our connection to it is up. */
+static bool peer_alive(const peer *pe) {
+  return pe->connected && pe->id_known &&
+         member_state(pe->ps, pe->id) == KV_SWIM_ALIVE;
+}
 
 /* ---- outbound connections ---- */
 
 static void connect_peer(peer *pe);
+static void swim_join_seed(peer *pe);
 
 static void on_retry(uv_timer_t *t) { connect_peer(t->data); }
 
@@ -183,31 +288,69 @@ static void schedule_retry(peer *pe) {
   uv_timer_start(&pe->retry, on_retry, pe->backoff_ms, 0);
 }
 
+/* Closes our outbound connection to pe; it is dialled again later unless
+ * SWIM holds it dead or left, it refused us, or we are stopping. */
 static void drop_outbound(peer *pe, const char *why) {
   if (!pe->tcp) return;
   if (pe->connected)
-    log_info("peer_disconnected", "peer=%s name=%s reason=%s", pe->addr,
-             pe->name[0] ? pe->name : "?", why);
+    kvd_log_limited(&pe->disconnected_log, KVD_LOG_INFO,
+                    "peer_disconnected", "peer=%s name=%s reason=%s", pe->addr,
+                    pe->name[0] ? pe->name : "?", why);
   pe->connected = false;
   if (!uv_is_closing((uv_handle_t *)pe->tcp))
     uv_close((uv_handle_t *)pe->tcp, on_out_closed);
   pe->tcp = NULL;
+  kv_frame_reader_free(pe->back);
+  pe->back = NULL;
+  if (pe->reconnect) { /* the attempt on a dead member failed */
+    pe->reconnect = false;
+    pe->down = true;
+  }
+  if (pe->down || pe->refused) {
+    drop_pending(pe);
+    uv_timer_stop(&pe->retry);
+    return;
+  }
   schedule_retry(pe);
 }
 
-/* The outbound side only writes; reading tells us when the peer closed. */
+static void handle_refusal(peer *pe, const Kvpb__HelloRefused *r,
+                           uint64_t cluster_id);
+
+/* The outbound side writes; the peer sends nothing back on it except a
+ * HelloRefused before it closes. Reading also tells us when it closed. */
 static void on_out_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf) {
   (void)h;
   (void)hint;
-  static char sink[4096];
-  buf->base = sink;
-  buf->len = sizeof sink;
+  static char scratch[4096];
+  buf->base = scratch;
+  buf->len = sizeof scratch;
 }
 
 static void on_out_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
-  (void)buf;
-  if (n < 0)
-    drop_outbound(s->data, n == UV_EOF ? "closed" : uv_strerror((int)n));
+  peer *pe = s->data;
+  kvd_peers *ps = pe->ps;
+  if (n < 0) {
+    drop_outbound(pe, n == UV_EOF ? "closed" : uv_strerror((int)n));
+    return;
+  }
+  if (!pe->back) pe->back = kv_frame_reader_new(4096);
+  kv_buf frame;
+  if (kv_frame_reader_feed(pe->back, buf->base, (size_t)n) != KV_OK ||
+      kv_frame_reader_next(pe->back, &frame) != KV_OK)
+    return; /* nothing whole yet, or junk: the close will follow */
+  /* The refusing replica may be of another cluster: open without the
+   * cluster check (the tag still proves it holds our key). */
+  uint64_t cid = 0;
+  kv_buf body;
+  if (kv_seal_open_foreign(ps->seal, now_ms(), frame.data, frame.len, &cid,
+                           NULL, &body) != KV_SEAL_OK)
+    return;
+  Kvpb__PeerMessage *m = kvpb__peer_message__unpack(NULL, body.len, body.data);
+  kv_buf_free(&body);
+  if (m && m->body_case == KVPB__PEER_MESSAGE__BODY_REFUSED)
+    handle_refusal(pe, m->refused, cid);
+  if (m) kvpb__peer_message__free_unpacked(m, NULL);
 }
 
 static void send_hello(peer *pe) {
@@ -241,13 +384,19 @@ static void on_connected(uv_connect_t *req, int status) {
   pe->backoff_ms = 0;
   uv_tcp_nodelay(tcp, 1);
   uv_read_start((uv_stream_t *)tcp, on_out_alloc, on_out_read);
-  log_info("peer_connected", "peer=%s", pe->addr);
+  kvd_log_limited(&pe->connected_log, KVD_LOG_INFO, "peer_connected",
+                  "peer=%s", pe->addr);
   send_hello(pe);
+  for (size_t i = 0; i < pe->npending; i++)
+    send_bytes(pe, pe->pending[i].data, pe->pending[i].len);
+  drop_pending(pe);
+  if (pe->seed || pe->reconnect) swim_join_seed(pe);
+  pe->reconnect = false;
 }
 
 static void connect_peer(peer *pe) {
   kvd_peers *ps = pe->ps;
-  if (pe->tcp || ps->stopping) return;
+  if (pe->tcp || ps->stopping || pe->down || pe->refused) return;
   char host[128];
   int port;
   struct sockaddr_storage ss;
@@ -400,6 +549,12 @@ static void merge_done(kvd_write *kw) {
   ps->merges_in_flight--;
   if (w->status != KV_OK)
     log_debug("peer_merge_failed", "err=%s", kv_err_name(w->status));
+  if (w->status == KV_OK && w->changed) {
+    if (pm->rumor)
+      ps->rumors_news++;
+    else
+      ps->ae_repairs++;
+  }
   if (pm->rumor && !ps->stopping) {
     bool news = w->status == KV_OK && w->changed;
     send_ack(ps, pm->sender, &pm->key, pm->digest, news);
@@ -512,6 +667,18 @@ static void ae_finish(kvd_peers *ps, const char *outcome) {
   pe->keys_pushed += st->keys_pushed;
   pe->keys_pulled += st->keys_pulled;
   pe->last_exchange_ms = now_ms();
+  if (!strcmp(outcome, "done"))
+    ps->ae_done++;
+  else if (!strcmp(outcome, "timeout"))
+    ps->ae_timeout++;
+  else
+    ps->ae_malformed++;
+  ps->ae_bytes_sent += st->bytes_sent;
+  ps->ae_bytes_received += st->bytes_received;
+  uint64_t took = pe->last_exchange_ms > ps->ae_started
+                      ? pe->last_exchange_ms - ps->ae_started
+                      : 0; /* the wall clock stepped back */
+  kvd_hist_add(&ps->ae_duration, KVD_HIST_AE, took * 1000);
   int level = st->in_sync ? KVD_LOG_DEBUG : KVD_LOG_INFO;
   kvd_log(level, "ae_exchange",
           "peer=%s outcome=%s in_sync=%d segments=%llu keys_pushed=%llu "
@@ -582,6 +749,412 @@ static void handle_ae(kvd_peers *ps, pconn *pc, const uint8_t *msg, size_t len,
     ps->malformed++;
 }
 
+/* ---- membership (SWIM) ---- */
+
+static const char *state_name(kv_swim_state st) {
+  switch (st) {
+  case KV_SWIM_ALIVE:
+    return "alive";
+  case KV_SWIM_SUSPECT:
+    return "suspect";
+  case KV_SWIM_DEAD:
+    return "dead";
+  case KV_SWIM_LEFT:
+    return "left";
+  default:
+    return "none";
+  }
+}
+
+static int sockaddr_of(const char *addr, struct sockaddr_storage *ss) {
+  char host[128];
+  int port;
+  if (kvd_parse_addr(addr, host, sizeof host, &port) || port <= 0) return -1;
+  return strchr(host, ':') ? uv_ip6_addr(host, port, (struct sockaddr_in6 *)ss)
+                           : uv_ip4_addr(host, port, (struct sockaddr_in *)ss);
+}
+
+/* Encodes m as a PeerMessage. The protobuf structs point into m (borrowed);
+ * the caller frees *out with free. */
+static void swim_encode(const kv_swim_msg *m, uint8_t **out, size_t *len) {
+  Kvpb__PeerMessage pm = KVPB__PEER_MESSAGE__INIT;
+  Kvpb__Swim sw = KVPB__SWIM__INIT;
+  pm.body_case = KVPB__PEER_MESSAGE__BODY_SWIM;
+  pm.swim = &sw;
+  sw.type = m->type;
+  sw.seq = m->seq;
+  sw.from = m->from;
+  sw.from_addr = (char *)(m->from_addr ? m->from_addr : "");
+  sw.target = m->target;
+  sw.target_addr = (char *)(m->target_addr ? m->target_addr : "");
+  sw.join = m->join;
+  sw.reply = m->reply;
+  Kvpb__SwimUpdate *us = kv_calloc(m->nupdates + 1, sizeof *us);
+  Kvpb__SwimUpdate **up = kv_calloc(m->nupdates + 1, sizeof *up);
+  for (size_t i = 0; i < m->nupdates; i++) {
+    const kv_swim_update *u = &m->updates[i];
+    kvpb__swim_update__init(&us[i]);
+    us[i].id = u->id;
+    us[i].incarnation = u->incarnation;
+    us[i].state = u->state;
+    us[i].from = u->from;
+    us[i].name = (char *)(u->name ? u->name : "");
+    us[i].addr = (char *)(u->addr ? u->addr : "");
+    up[i] = &us[i];
+  }
+  sw.n_updates = m->nupdates;
+  sw.updates = up;
+  *len = kvpb__peer_message__get_packed_size(&pm);
+  *out = kv_malloc(*len);
+  kvpb__peer_message__pack(&pm, *out);
+  free(us);
+  free(up);
+}
+
+/* Sends a SWIM datagram: sealed with the UDP sealer, sent at once or
+ * dropped (UDP is lossy anyway; SWIM expects it). */
+static void udp_send(kvd_peers *ps, const char *to_addr, const uint8_t *msg,
+                     size_t len) {
+  struct sockaddr_storage ss;
+  if (!ps->udp_open || !to_addr || sockaddr_of(to_addr, &ss)) return;
+  uint8_t nonce[KV_SEAL_NONCE_LEN];
+  randombytes_buf(nonce, sizeof nonce);
+  kv_buf env;
+  kv_seal_seal(ps->useal, now_ms(), nonce, msg, len, &env);
+  uv_buf_t b = uv_buf_init((char *)env.data, (unsigned)env.len);
+  if (uv_udp_try_send(&ps->udp, &b, 1, (struct sockaddr *)&ss) >= 0) {
+    ps->swim_sent++;
+    ps->swim_bytes_sent += env.len;
+  }
+  kv_buf_free(&env);
+}
+
+static void swim_emit(void *arg, uint64_t to, const char *to_addr,
+                      const kv_swim_msg *m) {
+  kvd_peers *ps = arg;
+  uint8_t *msg;
+  size_t len;
+  swim_encode(m, &msg, &len);
+  if (m->type != KV_SWIM_PUSH_PULL) {
+    udp_send(ps, to_addr, msg, len);
+    free(msg);
+    return;
+  }
+  /* Whole tables go on the TCP connection (a join's to is 0: by address). */
+  peer *pe = to ? peer_by_id(ps, to) : NULL;
+  if (!pe && to_addr) pe = peer_by_addr(ps, to_addr);
+  if (!pe && to_addr) pe = add_peer(ps, to_addr);
+  if (pe) {
+    if (to && !pe->id_known) {
+      pe->id = to;
+      pe->id_known = true;
+    }
+    ps->swim_sent++;
+    ps->swim_bytes_sent += len;
+    send_bytes(pe, msg, len);
+  }
+  free(msg);
+}
+
+static void on_swim_timer(uv_timer_t *t);
+
+/* Acts on what SWIM decided: connects to members that are (again) alive,
+ * stops dialling dead and left ones, logs each change, and re-arms the
+ * timer for SWIM's next deadline. Call after every kv_swim_* call. */
+static void swim_after(kvd_peers *ps) {
+  kv_swim_event ev;
+  uint64_t self = kv_store_replica_id(ps->srv->store);
+  while (kv_swim_next_event(ps->swim, &ev)) {
+    kv_swim_member m;
+    if (ev.id == self || kv_swim_member_get(ps->swim, ev.id, &m) != KV_OK)
+      continue;
+    int level = ev.new_state == KV_SWIM_ALIVE || ev.new_state == KV_SWIM_LEFT
+                    ? KVD_LOG_INFO
+                    : KVD_LOG_WARN;
+    const char *what = ev.old_state == KV_SWIM_NONE && ev.new_state ==
+                                                           KV_SWIM_ALIVE
+                           ? "member_joined"
+                       : ev.new_state == KV_SWIM_ALIVE ? "member_alive"
+                       : ev.new_state == KV_SWIM_SUSPECT ? "member_suspect"
+                       : ev.new_state == KV_SWIM_DEAD    ? "member_dead"
+                                                         : "member_left";
+    kvd_log(level, what,
+            "name=%s addr=%s replica_id=%016llx incarnation=%llu was=%s",
+            m.name, m.addr, (unsigned long long)m.id,
+            (unsigned long long)m.incarnation, state_name(ev.old_state));
+    peer *pe = peer_by_id(ps, m.id);
+    if (!pe && *m.addr) pe = peer_by_addr(ps, m.addr);
+    if (ev.new_state == KV_SWIM_ALIVE) {
+      if (!pe && !ps->stopping && *m.addr &&
+          strcmp(m.addr, ps->advertise) != 0)
+        pe = add_peer(ps, m.addr);
+      if (!pe) continue;
+      pe->id = m.id;
+      pe->id_known = true;
+      if (!pe->name[0]) snprintf(pe->name, sizeof pe->name, "%s", m.name);
+      if (pe->down) {
+        pe->down = false;
+        pe->backoff_ms = 0;
+        connect_peer(pe);
+      }
+    } else if (pe && (ev.new_state == KV_SWIM_DEAD ||
+                      ev.new_state == KV_SWIM_LEFT)) {
+      pe->down = true;
+      drop_outbound(pe, state_name(ev.new_state));
+      uv_timer_stop(&pe->retry);
+      drop_pending(pe);
+    }
+  }
+  if (ps->stopping && !ps->leaving) return;
+  uint64_t due = kv_swim_next_due(ps->swim), now = now_ms();
+  uv_timer_start(&ps->swim_timer, on_swim_timer, due > now ? due - now : 0, 0);
+}
+
+static void on_swim_timer(uv_timer_t *t) {
+  kvd_peers *ps = t->data;
+  kv_swim_tick(ps->swim, now_ms(), &ps->rng, swim_emit, ps);
+  swim_after(ps);
+}
+
+/* Converts a received Swim into the core's message. Strings and updates
+ * point into sw; *ups is allocated (caller frees). KV_BAD_REQUEST when it
+ * cannot be a valid message (the core checks the rest). */
+static int swim_decode(const Kvpb__Swim *sw, kv_swim_msg *m,
+                       kv_swim_update **ups) {
+  if (sw->n_updates > KV_SWIM_MAX_UPDATES) return KV_BAD_REQUEST;
+  *ups = kv_calloc(sw->n_updates + 1, sizeof **ups);
+  for (size_t i = 0; i < sw->n_updates; i++) {
+    const Kvpb__SwimUpdate *u = sw->updates[i];
+    (*ups)[i] = (kv_swim_update){.id = u->id,
+                                 .incarnation = u->incarnation,
+                                 .state = (kv_swim_state)u->state,
+                                 .from = u->from,
+                                 .name = *u->name ? u->name : NULL,
+                                 .addr = *u->addr ? u->addr : NULL};
+    if (u->state < KV_SWIM_ALIVE || u->state > KV_SWIM_LEFT) {
+      free(*ups);
+      *ups = NULL;
+      return KV_BAD_REQUEST;
+    }
+  }
+  *m = (kv_swim_msg){.type = (kv_swim_msg_type)sw->type,
+                     .seq = sw->seq,
+                     .from = sw->from,
+                     .from_addr = *sw->from_addr ? sw->from_addr : NULL,
+                     .target = sw->target,
+                     .target_addr = *sw->target_addr ? sw->target_addr : NULL,
+                     .join = sw->join,
+                     .reply = sw->reply,
+                     .updates = *ups,
+                     .nupdates = sw->n_updates};
+  return KV_OK;
+}
+
+/* A Swim from an authenticated sender (the envelope's); tcp says which
+ * channel it came on: whole tables only on TCP, the rest only on UDP. */
+static void handle_swim(kvd_peers *ps, const Kvpb__Swim *sw, uint64_t sender,
+                        bool tcp) {
+  kv_swim_msg m;
+  kv_swim_update *ups = NULL;
+  if (sw->from != sender || (sw->type == KV_SWIM_PUSH_PULL) != tcp ||
+      swim_decode(sw, &m, &ups) != KV_OK) {
+    ps->malformed++;
+    free(ups);
+    return;
+  }
+  ps->swim_received++;
+  if (kv_swim_recv(ps->swim, now_ms(), &ps->rng, &m, swim_emit, ps) != KV_OK)
+    ps->malformed++;
+  free(ups);
+  swim_after(ps);
+}
+
+static void on_udp_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf) {
+  (void)h;
+  (void)hint;
+  static char dgram[UDP_MAX];
+  buf->base = dgram;
+  buf->len = sizeof dgram;
+}
+
+/* True if sender may have one more envelope now (peer-rate, peer-burst);
+ * false if the envelope is to be dropped. */
+static bool rate_take(kvd_peers *ps, uint64_t sender) {
+  const kvd_config *cfg = ps->srv->cfg;
+  if (cfg->peer_rate_n == 0) return true;
+  /* Fibonacci hashing: the top 12 bits pick one of RATE_SLOTS. */
+  rate_slot *r = &ps->rate[(sender * 0x9e3779b97f4a7c15ull) >> 52];
+  uint64_t now = kvd_mono_ms();
+  double burst = (double)cfg->peer_burst_n;
+  if (!r->used || r->sender != sender) {
+    r->sender = sender;
+    r->last_ms = now;
+    r->tokens = burst;
+    r->used = true;
+  } else if (now > r->last_ms) {
+    r->tokens += (double)(now - r->last_ms) * (double)cfg->peer_rate_n / 1e3;
+    if (r->tokens > burst) r->tokens = burst;
+    r->last_ms = now;
+  }
+  if (r->tokens < 1.0) return false;
+  r->tokens -= 1.0;
+  return true;
+}
+
+static void note_rate_limited(kvd_peers *ps, uint64_t sender,
+                              const char *channel) {
+  static kvd_log_rate rate;
+  ps->rate_limited++;
+  kvd_metrics_ratelimited(ps->srv, "peer_messages");
+  kvd_log_limited(&rate, KVD_LOG_WARN, "peer_rate_limited",
+                  "sender=%016llx channel=%s peer_rate=%llu total=%llu",
+                  (unsigned long long)sender, channel,
+                  (unsigned long long)ps->srv->cfg->peer_rate_n,
+                  (unsigned long long)ps->rate_limited);
+}
+
+static void on_udp_recv(uv_udp_t *h, ssize_t n, const uv_buf_t *buf,
+                        const struct sockaddr *from, unsigned flags) {
+  kvd_peers *ps = h->data;
+  if (n <= 0 || !from || (flags & UV_UDP_PARTIAL) ||
+      (ps->stopping && !ps->leaving))
+    return;
+  kv_seal_info info;
+  kv_buf body;
+  kv_seal_verdict v = kv_seal_open(ps->useal, now_ms(), (uint8_t *)buf->base,
+                                   (size_t)n, &info, &body);
+  if (v != KV_SEAL_OK) {
+    /* Counted by reason and never answered: no amplification. */
+    static uint64_t last_log;
+    ps->invalid[v]++;
+    if (now_ms() - last_log >= 1000) {
+      last_log = now_ms();
+      char ip[64] = "?";
+      if (from->sa_family == AF_INET)
+        uv_ip4_name((const struct sockaddr_in *)from, ip, sizeof ip);
+      log_warn("peer_datagram_rejected", "from=%s reason=%s total=%llu", ip,
+               kv_seal_verdict_name(v), (unsigned long long)ps->invalid[v]);
+    }
+    return;
+  }
+  if (!rate_take(ps, info.sender)) {
+    kv_buf_free(&body);
+    note_rate_limited(ps, info.sender, "udp");
+    return;
+  }
+  ps->swim_bytes_received += (uint64_t)n;
+  Kvpb__PeerMessage *m = kvpb__peer_message__unpack(NULL, body.len, body.data);
+  kv_buf_free(&body);
+  if (!m || m->body_case != KVPB__PEER_MESSAGE__BODY_SWIM)
+    ps->malformed++;
+  else
+    handle_swim(ps, m->swim, info.sender, false);
+  if (m) kvpb__peer_message__free_unpacked(m, NULL);
+}
+
+/* On (re)connecting to a seed: a join push-pull, answered with its whole
+ * table. Cheap, so it is sent on every connection to a seed. */
+static void swim_join_seed(peer *pe) {
+  kvd_peers *ps = pe->ps;
+  if (ps->leaving || ps->stopping) return;
+  kv_swim_join(ps->swim, pe->addr, swim_emit, ps);
+  swim_after(ps);
+}
+
+static void handle_refusal(peer *pe, const Kvpb__HelloRefused *r,
+                           uint64_t cluster_id) {
+  kvd_peers *ps = pe->ps;
+  (void)cluster_id;
+  if (pe->refused) return;
+  pe->refused = true;
+  log_error("join_refused", "peer=%s reason=\"%.200s\"", pe->addr, r->reason);
+  drop_outbound(pe, "refused");
+  if (pe->seed && ++ps->seeds_refused == ps->nseeds &&
+      kv_swim_alive_peers(ps->swim, NULL, 0) == 0) {
+    log_error("join_failed",
+              "reason=\"every seed refused this replica (see join_refused)\"");
+    ps->srv->exit_code = 1;
+    if (!ps->srv->stopping) kvd_net_stop(ps->srv);
+  }
+}
+
+/* The last time this replica saw another member alive, kept in the data
+ * directory (DESIGN §2.3: one away longer than tombstone-grace must not
+ * rejoin with its old data). */
+static void contact_path(kvd_peers *ps, char *out, size_t len) {
+  snprintf(out, len, "%s/%s", ps->srv->cfg->data_dir, KVD_CONTACT_FILE);
+}
+
+static void write_contact(kvd_peers *ps) {
+  char path[1024], tmp[1100];
+  contact_path(ps, path, sizeof path);
+  snprintf(tmp, sizeof tmp, "%s.tmp", path);
+  FILE *f = fopen(tmp, "w");
+  if (!f) return;
+  int ok = fprintf(f, "%llu\n", (unsigned long long)now_ms()) > 0;
+  ok = fclose(f) == 0 && ok;
+  if (!ok || rename(tmp, path) != 0) {
+    unlink(tmp);
+    log_warn("contact_write_failed", "path=%s", path);
+  }
+}
+
+static void on_contact_timer(uv_timer_t *t) {
+  kvd_peers *ps = t->data;
+  if (kv_swim_alive_peers(ps->swim, NULL, 0) > 0) write_contact(ps);
+}
+
+/* Partition healing, as Serf does it: SWIM stops talking to a member once
+ * it is dead, so after a partition both sides could hold each other dead
+ * for ever. Every push-pull interval, one dead (not left) member is dialled
+ * and sent a join push-pull; if it is up, the tables merge and whichever
+ * side was wrongly held dead refutes. */
+static void on_reconnect_timer(uv_timer_t *t) {
+  kvd_peers *ps = t->data;
+  const kv_swim_update *rows;
+  size_t n, ndead = 0;
+  kv_swim_export(ps->swim, &rows, &n);
+  for (size_t i = 0; i < n; i++)
+    ndead += rows[i].state == KV_SWIM_DEAD;
+  if (ndead == 0 || ps->stopping) return;
+  size_t pick = (size_t)kv_rng_below(&ps->rng, ndead);
+  for (size_t i = 0; i < n; i++) {
+    if (rows[i].state != KV_SWIM_DEAD || pick-- != 0) continue;
+    peer *pe = peer_by_id(ps, rows[i].id);
+    if (pe && pe->down && !pe->tcp) {
+      log_debug("member_reconnect", "peer=%s", pe->addr);
+      pe->down = false;
+      pe->reconnect = true;
+      pe->backoff_ms = 0;
+      connect_peer(pe);
+    }
+    break;
+  }
+}
+
+/* KV_OK, or KV_INVALID (logged, with how to recover) when this replica has
+ * been away from its cluster for longer than tombstone-grace. */
+static int check_contact(kvd_peers *ps) {
+  char path[1024], line[64];
+  contact_path(ps, path, sizeof path);
+  FILE *f = fopen(path, "r");
+  if (!f) return KV_OK; /* never in a cluster: nothing to resurrect */
+  unsigned long long last = 0;
+  bool ok = fgets(line, sizeof line, f) && sscanf(line, "%llu", &last) == 1;
+  fclose(f);
+  uint64_t grace = ps->srv->cfg->tombstone_grace_n * 1000, now = now_ms();
+  if (!ok || now <= last || now - last <= grace) return KV_OK;
+  log_error("rejoin_refused",
+            "reason=\"this replica last saw its cluster %llu s ago, longer "
+            "than tombstone-grace (%llu s): its data could bring deleted keys "
+            "back\" fix=\"stop, move %s away (or delete it), and start again "
+            "empty: anti-entropy copies the cluster's data back\"",
+            (unsigned long long)((now - last) / 1000),
+            (unsigned long long)ps->srv->cfg->tombstone_grace_n,
+            ps->srv->cfg->data_dir);
+  return KV_INVALID;
+}
+
 /* ---- inbound connections ---- */
 
 static void on_in_closed(uv_handle_t *h) {
@@ -598,29 +1171,93 @@ static void close_inbound(pconn *pc) {
   else
     ps->inbound = pc->next;
   if (pc->next) pc->next->prev = pc->prev;
+  ps->ninbound--;
   uv_close((uv_handle_t *)&pc->tcp, on_in_closed);
+}
+
+/* Inbound connections that have not sent a Hello within read-timeout are
+ * closed, unanswered (an unauthenticated sender gets nothing). */
+static void on_handshake_timer(uv_timer_t *t) {
+  kvd_peers *ps = t->data;
+  static kvd_log_rate rate;
+  uint64_t now = kvd_mono_ms(), limit = ps->srv->cfg->read_timeout_n;
+  for (pconn *pc = ps->inbound, *next; pc; pc = next) {
+    next = pc->next;
+    if (pc->hello || now - pc->accepted_ms < limit) continue;
+    ps->handshake_timeouts++;
+    kvd_log_limited(&rate, KVD_LOG_WARN, "peer_handshake_timeout",
+                    "from=%s held=%zu read_timeout=%llu total=%llu", pc->from,
+                    kv_frame_reader_pending(pc->frames),
+                    (unsigned long long)limit,
+                    (unsigned long long)ps->handshake_timeouts);
+    close_inbound(pc);
+  }
+}
+
+/* Answers a Hello we refuse with a sealed HelloRefused on the connection it
+ * came on (the one exception to the sending rule: there is no other
+ * connection to the refused replica), then closes it. The answer is about
+ * as long as the Hello, and only replicas holding our key get one. */
+static void refuse_inbound(kvd_peers *ps, pconn *pc, const char *reason) {
+  Kvpb__PeerMessage m = KVPB__PEER_MESSAGE__INIT;
+  Kvpb__HelloRefused r = KVPB__HELLO_REFUSED__INIT;
+  m.body_case = KVPB__PEER_MESSAGE__BODY_REFUSED;
+  m.refused = &r;
+  r.reason = (char *)reason;
+  size_t n = kvpb__peer_message__get_packed_size(&m);
+  uint8_t *msg = kv_malloc(n);
+  kvpb__peer_message__pack(&m, msg);
+  uint8_t nonce[KV_SEAL_NONCE_LEN];
+  randombytes_buf(nonce, sizeof nonce);
+  kv_buf env;
+  kv_seal_seal(ps->seal, now_ms(), nonce, msg, n, &env);
+  free(msg);
+  uint8_t *out = kv_malloc(KV_FRAME_HEADER + env.len);
+  kv_frame_header(out, env.len);
+  memcpy(out + KV_FRAME_HEADER, env.data, env.len);
+  uv_buf_t b = uv_buf_init((char *)out, (unsigned)(KV_FRAME_HEADER + env.len));
+  /* A fresh connection's send buffer is empty: a short try_write goes out
+   * whole, and if it does not the refused side still sees the close. */
+  (void)uv_try_write((uv_stream_t *)&pc->tcp, &b, 1);
+  free(out);
+  kv_buf_free(&env);
+  close_inbound(pc);
 }
 
 static bool handle_hello(kvd_peers *ps, pconn *pc, const Kvpb__Hello *h,
                          uint64_t sender) {
   kvd *srv = ps->srv;
-  const char *why = NULL;
+  char why[256] = "";
   if (strcmp(h->cluster, srv->cfg->cluster) != 0)
-    why = "cluster name differs";
+    snprintf(why, sizeof why,
+             "cluster name differs: this replica is in cluster '%s', the "
+             "joiner in '%.64s'",
+             srv->cfg->cluster, h->cluster);
   else if (h->protocol != PROTOCOL)
-    why = "protocol version differs";
+    snprintf(why, sizeof why,
+             "protocol version differs: this replica speaks %d, the joiner "
+             "%u",
+             PROTOCOL, h->protocol);
   else if (h->segment_bits != kv_store_segment_bits(srv->store))
-    why = "segment count differs";
+    snprintf(why, sizeof why,
+             "segment count differs: this replica has %u segments, the "
+             "joiner %llu (--segments is fixed per cluster)",
+             1u << kv_store_segment_bits(srv->store),
+             h->segment_bits < 32 ? 1ull << h->segment_bits : 0ull);
   else if (h->replica_id != sender)
-    why = "hello sender mismatch";
+    snprintf(why, sizeof why, "hello sender mismatch");
   else if (sender == kv_store_replica_id(srv->store))
-    why = "own replica id";
-  if (why) {
+    snprintf(why, sizeof why,
+             "same replica id as this replica (a copied data directory?)");
+  if (*why) {
     ps->refused_hellos++;
-    log_warn("peer_refused",
-             "from=%s name=%s reason=\"%s\" their_cluster=%s "
-             "their_protocol=%u their_segment_bits=%u",
-             pc->from, h->name, why, h->cluster, h->protocol, h->segment_bits);
+    static kvd_log_rate refused_rate; /* a misconfigured joiner may retry */
+    kvd_log_limited(&refused_rate, KVD_LOG_WARN, "peer_refused",
+                    "from=%s name=%.64s reason=\"%s\" their_cluster=%.64s "
+                    "their_protocol=%u their_segment_bits=%u total=%llu",
+                    pc->from, h->name, why, h->cluster, h->protocol,
+                    h->segment_bits, (unsigned long long)ps->refused_hellos);
+    refuse_inbound(ps, pc, why);
     return false;
   }
   pc->hello = true;
@@ -637,6 +1274,14 @@ static bool handle_hello(kvd_peers *ps, pconn *pc, const Kvpb__Hello *h,
   pe->id = sender;
   pe->id_known = true;
   snprintf(pe->name, sizeof pe->name, "%s", h->name);
+  /* It is up and admitted (perhaps a new replica at the address of one
+   * that left, or one that refused us before and was fixed): dial it, so
+   * that we can answer it; SWIM will judge it from here. */
+  if (pe->down || pe->refused) {
+    pe->down = pe->refused = false;
+    pe->backoff_ms = 0;
+    connect_peer(pe);
+  }
   return true;
 }
 
@@ -648,9 +1293,10 @@ static void handle_message(kvd_peers *ps, pconn *pc, const uint8_t *msg,
     return;
   }
   if (!pc->hello) {
-    if (m->body_case != KVPB__PEER_MESSAGE__BODY_HELLO ||
-        !handle_hello(ps, pc, m->hello, sender))
+    if (m->body_case != KVPB__PEER_MESSAGE__BODY_HELLO)
       close_inbound(pc);
+    else if (!handle_hello(ps, pc, m->hello, sender))
+      close_inbound(pc); /* already closed after the refusal: no-op */
     kvpb__peer_message__free_unpacked(m, NULL);
     return;
   }
@@ -664,6 +1310,7 @@ static void handle_message(kvd_peers *ps, pconn *pc, const uint8_t *msg,
   if (pe) pe->bytes_received += len;
   switch (m->body_case) {
   case KVPB__PEER_MESSAGE__BODY_RUMORS:
+    ps->rumors_received += m->rumors->n_rumors;
     for (size_t i = 0; i < m->rumors->n_rumors; i++) {
       Kvpb__Rumor *r = m->rumors->rumors[i];
       submit_merge(ps, sender, true, r->key.data, r->key.len, r->object.data,
@@ -684,6 +1331,11 @@ static void handle_message(kvd_peers *ps, pconn *pc, const uint8_t *msg,
   case KVPB__PEER_MESSAGE__BODY_HELLO:
     handle_hello(ps, pc, m->hello, sender);
     break;
+  case KVPB__PEER_MESSAGE__BODY_SWIM:
+    handle_swim(ps, m->swim, sender, true);
+    break;
+  case KVPB__PEER_MESSAGE__BODY_REFUSED:
+    break; /* only meaningful on our outbound connection */
   default:
     /* --anti-entropy no only stops this replica starting exchanges; it
      * still answers its peers', so they can repair it and it them. */
@@ -692,6 +1344,27 @@ static void handle_message(kvd_peers *ps, pconn *pc, const uint8_t *msg,
     break;
   }
   kvpb__peer_message__free_unpacked(m, NULL);
+}
+
+/* A first envelope naming another cluster: if it opens under our key and
+ * is a Hello, its sender is a replica configured with another cluster name
+ * (not an outsider), so tell it why it is refused. True if it was. */
+static bool refuse_foreign_hello(kvd_peers *ps, pconn *pc, const uint8_t *env,
+                                 size_t len) {
+  kv_buf body;
+  if (kv_seal_open_foreign(ps->seal, now_ms(), env, len, NULL, NULL, &body) !=
+      KV_SEAL_OK)
+    return false;
+  Kvpb__PeerMessage *m = kvpb__peer_message__unpack(NULL, body.len, body.data);
+  kv_buf_free(&body);
+  bool hello = m && m->body_case == KVPB__PEER_MESSAGE__BODY_HELLO &&
+               strcmp(m->hello->cluster, ps->srv->cfg->cluster) != 0;
+  if (hello) {
+    ps->invalid[KV_SEAL_WRONG_CLUSTER]++;
+    handle_hello(ps, pc, m->hello, m->hello->replica_id);
+  }
+  if (m) kvpb__peer_message__free_unpacked(m, NULL);
+  return hello;
 }
 
 static void on_in_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf) {
@@ -718,6 +1391,9 @@ static void on_in_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
     kv_buf body;
     kv_seal_verdict v =
         kv_seal_open(ps->seal, now_ms(), frame.data, frame.len, &info, &body);
+    if (v == KV_SEAL_WRONG_CLUSTER && !pc->hello &&
+        refuse_foreign_hello(ps, pc, frame.data, frame.len))
+      return;
     if (v != KV_SEAL_OK) {
       /* Counted by reason; logged at most once a second so that a flood
        * cannot flood the log too. */
@@ -732,13 +1408,32 @@ static void on_in_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
       close_inbound(pc);
       return;
     }
+    if (!rate_take(ps, info.sender)) {
+      kv_buf_free(&body);
+      note_rate_limited(ps, info.sender, "tcp");
+      continue;
+    }
     ps->msgs_received++;
     ps->bytes_received += KV_FRAME_HEADER + frame.len;
     handle_message(ps, pc, body.data, body.len, info.sender);
     kv_buf_free(&body);
   }
   if (rc == KV_FRAME_TOO_LARGE) {
-    log_warn("peer_frame_too_large", "from=%s", pc->from);
+    /* One per connection, but anyone can open connections. */
+    static kvd_log_rate too_large_rate;
+    ps->oversize++;
+    kvd_log_limited(&too_large_rate, KVD_LOG_WARN, "peer_frame_too_large",
+                    "from=%s", pc->from);
+    close_inbound(pc);
+  } else if (!pc->hello && !uv_is_closing((uv_handle_t *)&pc->tcp) &&
+             kv_frame_reader_pending(pc->frames) > PRE_HELLO_MAX) {
+    /* A Hello is a few hundred bytes: before one, nobody gets to make us
+     * hold a large frame. */
+    static kvd_log_rate pre_hello_rate;
+    ps->oversize++;
+    kvd_log_limited(&pre_hello_rate, KVD_LOG_WARN, "peer_frame_too_large",
+                    "from=%s reason=before_hello held=%zu max=%u", pc->from,
+                    kv_frame_reader_pending(pc->frames), PRE_HELLO_MAX);
     close_inbound(pc);
   }
 }
@@ -754,12 +1449,36 @@ static void on_peer_connection(uv_stream_t *lsn, int status) {
     uv_close((uv_handle_t *)&pc->tcp, on_in_closed);
     return;
   }
-  pc->frames = kv_frame_reader_new(ps->srv->cfg->peer_max_frame_n + 1024);
   struct sockaddr_storage ss;
   int sl = sizeof ss;
-  if (uv_tcp_getpeername(&pc->tcp, (struct sockaddr *)&ss, &sl) == 0 &&
-      ss.ss_family == AF_INET)
-    uv_ip4_name((struct sockaddr_in *)&ss, pc->from, sizeof pc->from);
+  snprintf(pc->from, sizeof pc->from, "?");
+  if (uv_tcp_getpeername(&pc->tcp, (struct sockaddr *)&ss, &sl) == 0) {
+    if (ss.ss_family == AF_INET)
+      uv_ip4_name((struct sockaddr_in *)&ss, pc->from, sizeof pc->from);
+    else if (ss.ss_family == AF_INET6)
+      uv_ip6_name((struct sockaddr_in6 *)&ss, pc->from, sizeof pc->from);
+  }
+  size_t same = 0;
+  for (const pconn *o = ps->inbound; o; o = o->next)
+    same += strcmp(o->from, pc->from) == 0;
+  bool all = ps->ninbound >= MAX_INBOUND;
+  if (all || same >= ps->srv->cfg->max_peer_conns_per_addr_n) {
+    /* Closed unanswered: the sender is not authenticated. */
+    static kvd_log_rate refuse_rate;
+    unsigned long long max =
+        all ? MAX_INBOUND : ps->srv->cfg->max_peer_conns_per_addr_n;
+    ps->conns_refused++;
+    kvd_metrics_ratelimited(ps->srv, "peer_connections");
+    kvd_log_limited(&refuse_rate, KVD_LOG_WARN, "peer_conn_refused",
+                    "from=%s reason=%s max=%llu total=%llu", pc->from,
+                    all ? "max_inbound" : "max_peer_conns_per_addr", max,
+                    (unsigned long long)ps->conns_refused);
+    uv_close((uv_handle_t *)&pc->tcp, on_in_closed);
+    return;
+  }
+  pc->frames = kv_frame_reader_new(ps->srv->cfg->peer_max_frame_n + 1024);
+  pc->accepted_ms = kvd_mono_ms();
+  ps->ninbound++;
   pc->next = ps->inbound;
   if (ps->inbound) ps->inbound->prev = pc;
   ps->inbound = pc;
@@ -840,11 +1559,21 @@ int kvd_peers_start(kvd *srv) {
   so.nkeys = nkeys;
   so.max_skew_ms = cfg->max_clock_skew_n;
   int rc = kv_seal_new(&so, &ps->seal);
+  if (rc == KV_OK) {
+    /* The UDP channel's own cluster id and counter stream (see the top). */
+    char ucluster[128];
+    snprintf(ucluster, sizeof ucluster, "%s/swim", cfg->cluster);
+    so.cluster = ucluster;
+    if ((rc = kv_seal_new(&so, &ps->useal))) kv_seal_free(ps->seal);
+  }
   sodium_memzero(keys, sizeof keys);
   if (rc) {
     free(ps);
     return rc;
   }
+  /* From here on kvd_peers_free releases ps, also when starting fails. */
+  srv->peers = ps;
+  if (*cfg->join && check_contact(ps) != KV_OK) return KV_INVALID;
   kv_rumor_opts ro = {0};
   ro.fanout = (unsigned)cfg->fanout_n;
   ro.k = (unsigned)cfg->rumor_k_n;
@@ -875,20 +1604,82 @@ int kvd_peers_start(kvd *srv) {
                        : ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
   snprintf(ps->advertise, sizeof ps->advertise,
            strchr(host, ':') ? "[%s]:%d" : "%s:%d", host, srv->peer_port);
-  log_info("listen", "proto=peer addr=%s secure=%d", ps->advertise, have_key);
+  /* SWIM's datagrams use the same address and port, over UDP. */
+  if (strchr(host, ':'))
+    uv_ip6_addr(host, srv->peer_port, (struct sockaddr_in6 *)&ss);
+  else
+    uv_ip4_addr(host, srv->peer_port, (struct sockaddr_in *)&ss);
+  uv_udp_init(srv->loop, &ps->udp);
+  ps->udp.data = ps;
+  ps->udp_open = true;
+  if ((rc = uv_udp_bind(&ps->udp, (struct sockaddr *)&ss, 0)) ||
+      (rc = uv_udp_recv_start(&ps->udp, on_udp_alloc, on_udp_recv))) {
+    log_error("listen_failed", "addr=%s proto=udp err=\"%s\"", ps->advertise,
+              uv_strerror(rc));
+    return KV_IO;
+  }
+  log_info("listen", "proto=peer addr=%s secure=%d udp=1", ps->advertise,
+           have_key);
+  kv_swim_opts mo = {0};
+  mo.probe_interval_ms = cfg->probe_interval_n;
+  mo.probe_timeout_ms = cfg->probe_timeout_n;
+  mo.indirect_checks = (unsigned)cfg->indirect_checks_n;
+  mo.suspicion_mult = (unsigned)cfg->suspicion_mult_n;
+  mo.suspicion_max_mult = (unsigned)cfg->suspicion_max_mult_n;
+  mo.retransmit_mult = (unsigned)cfg->retransmit_mult_n;
+  mo.awareness_max = (unsigned)cfg->awareness_max_n;
+  mo.gossip_interval_ms = cfg->gossip_interval_n;
+  mo.gossip_nodes = (unsigned)cfg->gossip_nodes_n;
+  mo.gossip_to_the_dead_ms = cfg->gossip_to_the_dead_n;
+  mo.push_pull_interval_ms = cfg->push_pull_interval_n;
+  /* The datagram holds the seal's overhead and the message's own fields
+   * besides the updates (addresses, ids: under 100 bytes more). */
+  mo.piggyback_bytes = cfg->udp_buffer_n - KV_SEAL_OVERHEAD - 100;
+  /* Boot time in seconds: above any incarnation a previous run used (unless
+   * it refuted more often than once a second), so others take our alive
+   * over the dead they hold of the previous run at once. */
+  mo.incarnation = now_ms() / 1000;
+  ps->swim = kv_swim_new(&mo, kv_store_replica_id(srv->store), cfg->name,
+                         ps->advertise, now_ms(), &ps->rng);
+  uv_timer_init(srv->loop, &ps->swim_timer);
+  ps->swim_timer.data = ps;
+  uv_timer_init(srv->loop, &ps->leave_timer);
+  ps->leave_timer.data = ps;
+  uv_timer_init(srv->loop, &ps->contact_timer);
+  ps->contact_timer.data = ps;
+  uint64_t every = cfg->tombstone_grace_n * 1000 / 4;
+  if (every > 60000) every = 60000;
+  if (every < 100) every = 100;
+  uv_timer_start(&ps->contact_timer, on_contact_timer, every, every);
+  uv_timer_init(srv->loop, &ps->reconnect_timer);
+  ps->reconnect_timer.data = ps;
+  uv_timer_start(&ps->reconnect_timer, on_reconnect_timer,
+                 cfg->push_pull_interval_n, cfg->push_pull_interval_n);
   uv_timer_init(srv->loop, &ps->rumor_timer);
   ps->rumor_timer.data = ps;
   uv_timer_init(srv->loop, &ps->ae_timer);
   ps->ae_timer.data = ps;
+  ps->rate = kv_calloc(RATE_SLOTS, sizeof *ps->rate);
+  uv_timer_init(srv->loop, &ps->handshake_timer);
+  ps->handshake_timer.data = ps;
+  uint64_t hs_every = cfg->read_timeout_n / 10;
+  hs_every = hs_every < 10 ? 10 : hs_every > 1000 ? 1000 : hs_every;
+  uv_timer_start(&ps->handshake_timer, on_handshake_timer, hs_every, hs_every);
   srv->peers = ps;
+  swim_after(ps);
   if (*cfg->join) {
     char *copy = strdup(cfg->join), *save = NULL;
     for (char *t = strtok_r(copy, ",", &save); t;
          t = strtok_r(NULL, ",", &save)) {
       while (*t == ' ')
         t++;
-      if (strcmp(t, cfg->peer_listen) != 0 && strcmp(t, ps->advertise) != 0)
-        add_peer(ps, t);
+      if (strcmp(t, cfg->peer_listen) == 0 || strcmp(t, ps->advertise) == 0)
+        continue;
+      peer *pe = add_peer(ps, t);
+      if (pe && !pe->seed) {
+        pe->seed = true;
+        ps->nseeds++;
+      }
     }
     free(copy);
   }
@@ -898,10 +1689,62 @@ int kvd_peers_start(kvd *srv) {
   return KV_OK;
 }
 
+static void finish_peers_stop(kvd_peers *ps);
+
+/* Graceful leave (DESIGN §6.3): while our LEFT is gossiped, keep SWIM
+ * running (probes answered, gossip sent), then stop for good. */
+static void on_leave_timer(uv_timer_t *t) {
+  kvd_peers *ps = t->data;
+  kv_swim_tick(ps->swim, now_ms(), &ps->rng, swim_emit, ps);
+  swim_after(ps);
+  kv_swim_stats st;
+  kv_swim_stats_get(ps->swim, &st);
+  bool alone = kv_swim_alive_peers(ps->swim, NULL, 0) == 0;
+  if (st.queued == 0 || alone || now_ms() - ps->leave_started > LEAVE_MAX_MS) {
+    log_info("left", "queued=%zu ms=%llu", st.queued,
+             (unsigned long long)(now_ms() - ps->leave_started));
+    ps->leaving = false;
+    ps->left = true;
+    finish_peers_stop(ps);
+    kvd_net_check_stop(ps->srv);
+  }
+}
+
+bool kvd_peers_busy(kvd *srv) {
+  return srv->peers && srv->peers->leaving;
+}
+
 void kvd_peers_stop(kvd *srv) {
   kvd_peers *ps = srv->peers;
   if (!ps || ps->stopping) return;
   ps->stopping = true;
+  uv_timer_stop(&ps->rumor_timer);
+  uv_timer_stop(&ps->ae_timer);
+  uv_timer_stop(&ps->handshake_timer);
+  uv_timer_stop(&ps->contact_timer);
+  uv_timer_stop(&ps->reconnect_timer);
+  if (kv_swim_alive_peers(ps->swim, NULL, 0) > 0) {
+    write_contact(ps);
+    if (srv->exit_code == 0) {
+      ps->leaving = true;
+      ps->leave_started = now_ms();
+      kv_swim_leave(ps->swim, now_ms());
+      log_info("leaving", "name=%s", srv->cfg->name);
+      uv_timer_start(&ps->leave_timer, on_leave_timer, 0, 50);
+      return;
+    }
+  }
+  finish_peers_stop(ps);
+}
+
+static void finish_peers_stop(kvd_peers *ps) {
+  uv_timer_stop(&ps->leave_timer);
+  uv_timer_stop(&ps->swim_timer);
+  if (ps->udp_open) {
+    uv_udp_recv_stop(&ps->udp);
+    uv_close((uv_handle_t *)&ps->udp, NULL);
+    ps->udp_open = false;
+  }
   uv_close((uv_handle_t *)&ps->lsn, NULL);
   uv_timer_stop(&ps->rumor_timer);
   uv_timer_stop(&ps->ae_timer);
@@ -912,6 +1755,7 @@ void kvd_peers_stop(kvd *srv) {
       uv_close((uv_handle_t *)pe->tcp, on_out_closed);
     pe->tcp = NULL;
     pe->connected = false;
+    drop_pending(pe);
   }
   for (pconn *pc = ps->inbound, *n; pc; pc = n) {
     n = pc->next;
@@ -923,9 +1767,14 @@ void kvd_peers_free(kvd *srv) {
   kvd_peers *ps = srv->peers;
   if (!ps) return;
   for (size_t i = 0; i < ps->npeers; i++) {
+    drop_pending(ps->peers[i]);
+    kv_frame_reader_free(ps->peers[i]->back);
     free(ps->peers[i]->batch);
     free(ps->peers[i]);
   }
+  kv_swim_free(ps->swim);
+  kv_seal_free(ps->useal);
+  free(ps->rate);
   kv_ae_free(ps->ae);
   kv_rumor_free(ps->rumor);
   kv_seal_free(ps->seal);
@@ -950,10 +1799,34 @@ void *kvd_peers_status(kvd *srv, Kvpb__StatusResp *s) {
   s->rumors_hot = rs.hot;
   for (int v = 1; v < KV_SEAL_NVERDICTS; v++)
     s->invalid_envelopes += ps->invalid[v];
+  s->invalid_truncated = ps->invalid[KV_SEAL_TRUNCATED];
+  s->invalid_bad_version = ps->invalid[KV_SEAL_BAD_VERSION];
+  s->invalid_wrong_cluster = ps->invalid[KV_SEAL_WRONG_CLUSTER];
+  s->invalid_stale = ps->invalid[KV_SEAL_STALE];
+  s->invalid_replay = ps->invalid[KV_SEAL_REPLAY];
+  s->invalid_bad_tag = ps->invalid[KV_SEAL_BAD_TAG];
+  s->invalid_mode_mismatch = ps->invalid[KV_SEAL_MODE_MISMATCH];
+  s->peer_malformed = ps->malformed;
+  s->peer_conns_refused = ps->conns_refused;
+  s->peer_handshake_timeouts = ps->handshake_timeouts;
+  s->peer_rate_limited = ps->rate_limited;
+  s->peer_oversize = ps->oversize;
   s->peer_messages_sent = ps->msgs_sent;
   s->peer_bytes_sent = ps->bytes_sent;
   s->peer_messages_received = ps->msgs_received;
   s->peer_bytes_received = ps->bytes_received;
+  const kv_swim_update *rows;
+  size_t nrows;
+  kv_swim_export(ps->swim, &rows, &nrows);
+  for (size_t i = 0; i < nrows; i++) {
+    s->members_alive += rows[i].state == KV_SWIM_ALIVE;
+    s->members_suspect += rows[i].state == KV_SWIM_SUSPECT;
+    s->members_dead += rows[i].state == KV_SWIM_DEAD;
+    s->members_left += rows[i].state == KV_SWIM_LEFT;
+  }
+  s->swim_messages_sent = ps->swim_sent;
+  s->swim_messages_received = ps->swim_received;
+  s->swim_health = kv_swim_health(ps->swim);
   /* One allocation: the array of structs, then the array of pointers. */
   size_t n = ps->npeers;
   char *mem = kv_calloc(1, n * (sizeof(Kvpb__PeerStatus) + sizeof(void *)) + 1);
@@ -979,4 +1852,91 @@ void *kvd_peers_status(kvd *srv, Kvpb__StatusResp *s) {
   s->n_peers = n;
   s->peers = ptr;
   return mem;
+}
+
+void *kvd_peers_members(kvd *srv, Kvpb__MembersResp *r) {
+  kvd_peers *ps = srv->peers;
+  if (!ps) return NULL;
+  const kv_swim_update *rows;
+  size_t n;
+  kv_swim_export(ps->swim, &rows, &n);
+  /* Copy the ids first: member_get's strings stay valid while only
+   * getters are called. */
+  char *mem = kv_calloc(1, n * (sizeof(Kvpb__Member) + sizeof(void *)) + 1);
+  Kvpb__Member *ms = (Kvpb__Member *)mem;
+  Kvpb__Member **ptr = (Kvpb__Member **)(mem + n * sizeof *ms);
+  uint64_t now = now_ms(), self = kv_store_replica_id(srv->store);
+  size_t k = 0;
+  for (size_t i = 0; i < n; i++) {
+    kv_swim_member m;
+    if (kv_swim_member_get(ps->swim, rows[i].id, &m) != KV_OK) continue;
+    kvpb__member__init(&ms[k]);
+    ms[k].name = (char *)(m.name ? m.name : "");
+    ms[k].addr = (char *)(m.addr ? m.addr : "");
+    ms[k].replica_id = m.id;
+    ms[k].state = (char *)state_name(m.state);
+    ms[k].incarnation = m.incarnation;
+    ms[k].since_ms = now > m.state_since_ms ? now - m.state_since_ms : 0;
+    ms[k].self = m.id == self;
+    ptr[k] = &ms[k];
+    k++;
+  }
+  r->n_members = k;
+  r->members = ptr;
+  return mem;
+}
+
+void kvd_peers_metrics(kvd *srv, kvd_peers_snap *out) {
+  kvd_peers *ps = srv->peers;
+  memset(out, 0, sizeof *out);
+  out->ae_last_age_ms = -1;
+  if (!ps) return;
+  out->peering = true;
+  out->insecure = kv_seal_insecure(ps->seal);
+  kv_rumor_stats rs;
+  kv_rumor_stats_get(ps->rumor, &rs);
+  out->rumors_added = rs.added;
+  out->rumors_pushed = rs.pushed;
+  out->rumors_received = ps->rumors_received;
+  out->rumors_news = ps->rumors_news;
+  out->rumors_dropped = rs.dropped;
+  out->rumors_died = rs.died;
+  out->rumors_hot = rs.hot;
+  out->ae_done = ps->ae_done;
+  out->ae_timeout = ps->ae_timeout;
+  out->ae_malformed = ps->ae_malformed;
+  out->ae_bytes_sent = ps->ae_bytes_sent;
+  out->ae_bytes_received = ps->ae_bytes_received;
+  out->ae_duration = ps->ae_duration;
+  out->ae_repairs = ps->ae_repairs;
+  uint64_t last = 0, now = now_ms();
+  for (size_t i = 0; i < ps->npeers; i++) {
+    peer *pe = ps->peers[i];
+    out->ae_keys_pushed += pe->keys_pushed;
+    out->ae_keys_pulled += pe->keys_pulled;
+    out->dropped_sends += pe->dropped_sends;
+    out->peers_alive += peer_alive(pe);
+    if (pe->last_exchange_ms > last) last = pe->last_exchange_ms;
+  }
+  out->peers = ps->npeers;
+  if (last) out->ae_last_age_ms = now > last ? (int64_t)(now - last) : 0;
+  const kv_swim_update *rows;
+  size_t n;
+  kv_swim_export(ps->swim, &rows, &n);
+  for (size_t i = 0; i < n; i++)
+    if (rows[i].state >= KV_SWIM_ALIVE && rows[i].state <= KV_SWIM_LEFT)
+      out->members[rows[i].state]++;
+  out->swim_sent = ps->swim_sent;
+  out->swim_received = ps->swim_received;
+  out->swim_bytes_sent = ps->swim_bytes_sent;
+  out->swim_bytes_received = ps->swim_bytes_received;
+  out->swim_health = kv_swim_health(ps->swim);
+  out->msgs_sent = ps->msgs_sent;
+  out->msgs_received = ps->msgs_received;
+  out->bytes_sent = ps->bytes_sent;
+  out->bytes_received = ps->bytes_received;
+  memcpy(out->invalid, ps->invalid, sizeof out->invalid);
+  out->malformed = ps->malformed;
+  out->refused_hellos = ps->refused_hellos;
+  out->dropped_merges = ps->dropped_merges;
 }

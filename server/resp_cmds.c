@@ -50,6 +50,18 @@ static resp_req *copy_args(const kv_resp_cmd *cmd) {
 static resp_req *args(kvd_op *op) { return op->req; }
 static kv_resp_out *out(kvd_op *op) { return &op->c->out; }
 
+/* An error reply for err, counted in the metrics under its code. */
+static void add_kv_error(kvd_op *op, int err) {
+  kvd_metrics_error(op->c->srv, err);
+  kv_resp_add_kv_error(out(op), err);
+}
+
+/* An error reply in Redis's words (line), counted under err's code. */
+static void add_error(kvd_op *op, int err, const char *line) {
+  kvd_metrics_error(op->c->srv, err);
+  kv_resp_add_error(out(op), line);
+}
+
 /* Strict decimal int64, as Redis's string2ll: no spaces, no plus sign. */
 static bool parse_i64(const kv_buf *b, int64_t *v) {
   if (b->len == 0 || b->len > 20) return false;
@@ -65,7 +77,7 @@ static bool parse_i64(const kv_buf *b, int64_t *v) {
 
 /* ---- finishers ---- */
 
-static void fin_error(kvd_op *op) { kv_resp_add_kv_error(out(op), op->err); }
+static void fin_error(kvd_op *op) { add_kv_error(op, op->err); }
 
 static void fin_pong(kvd_op *op) {
   resp_req *r = args(op);
@@ -84,12 +96,12 @@ static void fin_quit(kvd_op *op) { kv_resp_add_simple(out(op), "OK"); }
 /* AUTH's outcome was decided when it arrived (st_auth); reported in order. */
 static void fin_auth(kvd_op *op) {
   if (op->err == KV_INVALID)
-    kv_resp_add_error(out(op),
-                      "ERR AUTH <password> called without any password "
-                      "configured for the default user. Are you sure your "
-                      "configuration is correct?");
+    add_error(op, KV_INVALID,
+              "ERR AUTH <password> called without any password "
+              "configured for the default user. Are you sure your "
+              "configuration is correct?");
   else if (op->err)
-    kv_resp_add_kv_error(out(op), op->err);
+    add_kv_error(op, op->err);
   else
     kv_resp_add_simple(out(op), "OK");
 }
@@ -119,7 +131,7 @@ static void add_get_view(kvd_op *op, const kv_object *o) {
     if (kv_object_counter_value(o, &v) == KV_OK)
       kv_resp_add_bulk_int(out(op), v);
     else
-      kv_resp_add_kv_error(out(op), KV_OVERFLOW);
+      add_kv_error(op, KV_OVERFLOW);
     break;
   default:
     kv_resp_add_null(out(op));
@@ -130,7 +142,7 @@ static void fin_get(kvd_op *op) {
   kv_object o;
   int rc = read_key(op, &args(op)->argv[1], &o);
   if (rc)
-    kv_resp_add_kv_error(out(op), rc);
+    add_kv_error(op, rc);
   else
     add_get_view(op, &o);
   kv_object_fini(&o);
@@ -169,10 +181,10 @@ static void fin_siblings(kvd_op *op) {
   kv_object o;
   int rc = read_key(op, &args(op)->argv[1], &o);
   if (rc) {
-    kv_resp_add_kv_error(out(op), rc);
+    add_kv_error(op, rc);
   } else if (kv_object_kind(&o) == KV_KIND_GCOUNTER ||
              kv_object_kind(&o) == KV_KIND_PNCOUNTER) {
-    kv_resp_add_kv_error(out(op), KV_WRONG_TYPE);
+    add_kv_error(op, KV_WRONG_TYPE);
   } else {
     size_t n = kv_object_live_values(&o, NULL, 0);
     const kv_value **vals = kv_malloc(n * sizeof *vals);
@@ -198,7 +210,7 @@ static int first_error(kvd_op *op, bool notfound_ok) {
 static void fin_set(kvd_op *op) {
   int rc = first_error(op, false);
   if (rc)
-    kv_resp_add_kv_error(out(op), rc);
+    add_kv_error(op, rc);
   else
     kv_resp_add_simple(out(op), "OK");
 }
@@ -206,7 +218,7 @@ static void fin_set(kvd_op *op) {
 static void fin_del(kvd_op *op) {
   int rc = first_error(op, true);
   if (rc) {
-    kv_resp_add_kv_error(out(op), rc);
+    add_kv_error(op, rc);
     return;
   }
   int64_t n = 0;
@@ -218,7 +230,7 @@ static void fin_del(kvd_op *op) {
 static void fin_incr(kvd_op *op) {
   kv_write *w = &op->writes[0].w;
   if (w->status)
-    kv_resp_add_kv_error(out(op), w->status);
+    add_kv_error(op, w->status);
   else
     kv_resp_add_int(out(op), w->counter);
 }
@@ -269,7 +281,7 @@ static void fin_scan(kvd_op *op) {
   uint64_t nsegs = 1ull << kv_store_segment_bits(store);
   int64_t cur, count = SCAN_DEFAULT_COUNT;
   if (!parse_i64(&r->argv[1], &cur) || cur < 0 || (uint64_t)cur >= nsegs) {
-    kv_resp_add_error(out(op), "ERR invalid cursor");
+    add_error(op, KV_BAD_REQUEST, "ERR invalid cursor");
     return;
   }
   const char *pattern = NULL;
@@ -293,7 +305,7 @@ static void fin_scan(kvd_op *op) {
        visited++, seg++)
     rc = kv_store_segment(store, (uint32_t)seg, scan_visit, &acc);
   if (rc) {
-    kv_resp_add_kv_error(out(op), rc);
+    add_kv_error(op, rc);
   } else {
     kv_resp_add_array(out(op), 2);
     kv_resp_add_bulk_int(out(op), seg >= nsegs ? 0 : (int64_t)seg);
@@ -306,7 +318,7 @@ static void fin_scan(kvd_op *op) {
   free(acc.keys);
   return;
 syntax:
-  kv_resp_add_error(out(op), "ERR syntax error");
+  add_error(op, KV_BAD_REQUEST, "ERR syntax error");
 }
 
 static void fin_info(kvd_op *op) {
@@ -354,8 +366,9 @@ static void fin_config(kvd_op *op) {
   resp_req *r = args(op);
   kvd *srv = op->c->srv;
   if (strcasecmp((char *)r->argv[1].data, "GET") != 0) {
-    kv_resp_add_error(out(op), "ERR only CONFIG GET is supported; kvd is "
-                               "configured with flags or its config file");
+    add_error(op, KV_BAD_REQUEST,
+              "ERR only CONFIG GET is supported; kvd is configured with "
+              "flags or its config file");
     return;
   }
   const char *pairs[][2] = {
@@ -384,7 +397,7 @@ static void fin_dbsize(kvd_op *op) {
   kv_store_stats st;
   int rc = kv_store_stats_get(op->c->srv->store, &st);
   if (rc)
-    kv_resp_add_kv_error(out(op), rc);
+    add_kv_error(op, rc);
   else
     kv_resp_add_int(out(op), (int64_t)st.keys);
 }
@@ -394,7 +407,7 @@ static void fin_select(kvd_op *op) {
   if (parse_i64(&args(op)->argv[1], &db) && db == 0)
     kv_resp_add_simple(out(op), "OK");
   else
-    kv_resp_add_error(out(op), "ERR DB index is out of range");
+    add_error(op, KV_BAD_REQUEST, "ERR DB index is out of range");
 }
 
 static void reply_now(kvd_conn *c, resp_req *r, const char *fmt, ...)
@@ -406,7 +419,7 @@ typedef struct err_req {
 } err_req;
 
 static void fin_text_error(kvd_op *op) {
-  kv_resp_add_error(out(op), ((err_req *)op->req)->msg);
+  add_error(op, KV_BAD_REQUEST, ((err_req *)op->req)->msg);
 }
 
 static void reply_now(kvd_conn *c, resp_req *r, const char *fmt, ...) {
@@ -478,7 +491,9 @@ static void st_auth(kvd_conn *c, resp_req *r) {
   } else if (kvd_auth_check(c->srv, tok->data, tok->len)) {
     c->authed = true;
   } else {
-    log_warn("auth_failed", "peer=%s proto=resp", c->peer);
+    static kvd_log_rate auth_rate; /* a guessing client: a line per guess */
+    kvd_log_limited(&auth_rate, KVD_LOG_WARN, "auth_failed",
+                    "peer=%s proto=resp", c->peer);
     op->err = KV_AUTH_FAILED;
   }
 }
@@ -563,20 +578,31 @@ typedef struct command {
   int arity; /* > 0: exactly, < 0: at least -arity, the name included */
   start_fn start;
   bool no_auth; /* allowed before AUTH */
+  kvd_mop mop;  /* the operation it is counted under (metrics.h) */
 } command;
 
 static const command commands[] = {
-    {"ping", -1, st_ping, false},        {"echo", 2, st_echo, false},
-    {"auth", -2, st_auth, true},         {"quit", -1, st_quit, true},
-    {"get", 2, st_get, false},           {"set", -3, st_set, false},
-    {"del", -2, st_del, false},          {"exists", -2, st_exists, false},
-    {"incr", 2, st_incr, false},         {"decr", 2, st_decr, false},
-    {"incrby", 3, st_incrby_pos, false}, {"decrby", 3, st_decrby, false},
-    {"mget", -2, st_mget, false},        {"mset", -3, st_mset, false},
-    {"scan", -2, st_scan, false},        {"info", -1, st_info, false},
-    {"command", -1, st_command, false},  {"config", -2, st_config, false},
-    {"select", 2, st_select, false},     {"kv.siblings", 2, st_siblings, false},
-    {"dbsize", 1, st_dbsize, false},
+    {"ping", -1, st_ping, false, KVD_MOP_PING},
+    {"echo", 2, st_echo, false, KVD_MOP_ECHO},
+    {"auth", -2, st_auth, true, KVD_MOP_AUTH},
+    {"quit", -1, st_quit, true, KVD_MOP_QUIT},
+    {"get", 2, st_get, false, KVD_MOP_GET},
+    {"set", -3, st_set, false, KVD_MOP_PUT},
+    {"del", -2, st_del, false, KVD_MOP_DEL},
+    {"exists", -2, st_exists, false, KVD_MOP_EXISTS},
+    {"incr", 2, st_incr, false, KVD_MOP_INCR},
+    {"decr", 2, st_decr, false, KVD_MOP_INCR},
+    {"incrby", 3, st_incrby_pos, false, KVD_MOP_INCR},
+    {"decrby", 3, st_decrby, false, KVD_MOP_INCR},
+    {"mget", -2, st_mget, false, KVD_MOP_MGET},
+    {"mset", -3, st_mset, false, KVD_MOP_MSET},
+    {"scan", -2, st_scan, false, KVD_MOP_SCAN},
+    {"info", -1, st_info, false, KVD_MOP_INFO},
+    {"command", -1, st_command, false, KVD_MOP_COMMAND},
+    {"config", -2, st_config, false, KVD_MOP_CONFIG},
+    {"select", 2, st_select, false, KVD_MOP_SELECT},
+    {"kv.siblings", 2, st_siblings, false, KVD_MOP_SIBLINGS},
+    {"dbsize", 1, st_dbsize, false, KVD_MOP_DBSIZE},
 };
 
 static const command *lookup(const kv_buf *name) {
@@ -604,15 +630,14 @@ static void dispatch(kvd_conn *c, const kv_resp_cmd *cmd) {
     return;
   }
   if ((k->arity > 0 && (int)r->argc != k->arity) ||
-      (k->arity < 0 && (int)r->argc < -k->arity)) {
+      (k->arity < 0 && (int)r->argc < -k->arity))
     reply_now(c, r, "ERR wrong number of arguments for '%s' command", k->name);
-    return;
-  }
-  if (!c->authed && !k->no_auth) {
+  else if (!c->authed && !k->no_auth)
     queue_error(c, r, KV_AUTH_REQUIRED);
-    return;
-  }
-  k->start(c, r);
+  else
+    k->start(c, r);
+  /* Each path above queued exactly one operation: count it as k's. */
+  c->tail->mop = (uint8_t)k->mop;
 }
 
 void kvd_resp_input(kvd_conn *c, const uint8_t *p, size_t len) {
@@ -624,8 +649,11 @@ void kvd_resp_input(kvd_conn *c, const uint8_t *p, size_t len) {
     dispatch(c, &cmd);
   if (rc != KV_AGAIN && rc != KV_OK) {
     const char *why = kv_resp_parser_error(c->resp);
-    log_warn("resp_protocol_error", "peer=%s reason=\"%s\"", c->peer,
-             why ? why : kv_strerror(rc));
+    static kvd_log_rate proto_rate; /* one per connection, but many */
+    if (rc == KV_FRAME_TOO_LARGE) c->srv->stats.frames_too_large++;
+    kvd_log_limited(&proto_rate, KVD_LOG_WARN, "resp_protocol_error",
+                    "peer=%s reason=\"%s\"", c->peer,
+                    why ? why : kv_strerror(rc));
     err_req *e = kv_calloc(1, sizeof *e);
     snprintf(e->msg, sizeof e->msg, "ERR %s", why ? why : kv_strerror(rc));
     kvd_op *op = kvd_op_new(c, fin_text_error);

@@ -27,6 +27,7 @@
 #include "proto/frame.h"
 #include "proto/resp.h"
 #include "server/config.h"
+#include "server/metrics.h"
 #include "storage/store.h"
 #include "sync/merkle.h"
 
@@ -61,6 +62,7 @@ struct kvd_op {
   uint64_t id; /* native request id */
   int err;     /* an error decided before execution (reported by finish) */
   uint64_t started_ns;
+  uint8_t mop; /* kvd_mop it is counted under (metrics) */
 };
 
 struct kvd_conn {
@@ -76,12 +78,24 @@ struct kvd_conn {
   bool reading, closing, finalizing, close_after_flush, authed;
   bool flush_queued; /* on the server's list of connections to flush */
   kvd_conn *flush_next;
+  /* Limits (net.c): abort closes without waiting for replies to drain. */
+  bool abort;
+  bool out_full;          /* max-output-buffer-bytes unsent: paused */
+  uint64_t partial_since; /* ms (monotonic) an incomplete request began; 0 */
+  uint64_t last_io;       /* ms of the last byte received or reply taken */
+  uint64_t closing_since; /* ms the close began */
+  size_t inbuf;           /* this connection's share of srv->input_bytes */
+  char ip[48];            /* the client's address without the port */
   char peer[64];
   kvd_conn *prev_conn, *next_conn;
 };
 
 typedef struct kvd_stats {
   uint64_t connections, rejected_connections, requests, errors;
+  /* Limits: see StatusResp in proto/kv.proto. rejected_connections counts
+   * max-clients refusals, rejected_per_addr max-clients-per-addr ones. */
+  uint64_t rejected_per_addr, read_timeouts, idle_timeouts, input_refused;
+  uint64_t output_paused, frames_too_large;
 } kvd_stats;
 
 struct kvd {
@@ -94,6 +108,8 @@ struct kvd {
   uv_async_t wake;
   uv_signal_t sigterm, sigint;
   uv_timer_t stop_timer;
+  uv_timer_t sweep_timer; /* read and idle timeouts (net.c) */
+  size_t input_bytes;     /* incomplete request bytes held, all clients */
 
   pthread_mutex_t done_mu;
   kvd_write *done_head, *done_tail;
@@ -108,13 +124,18 @@ struct kvd {
   bool have_token;
   uint64_t start_ms;
   int peer_port; /* bound peer port, 0 when peer networking is off */
+  int exit_code; /* kvd's exit status once the loop ends */
   kvd_stats stats;
+  kvd_counters counters; /* for the metrics endpoint (metrics.h) */
+  kvd_metrics *metrics;  /* the endpoint; NULL when off */
 };
 
 /* ---- net.c: connections, the operation FIFO, completions ---- */
 
 int kvd_net_start(kvd *srv);
 void kvd_net_stop(kvd *srv);
+/* Ends the loop if a stop is under way and nothing is left to wait for. */
+void kvd_net_check_stop(kvd *srv);
 
 /* A new operation appended to c's FIFO (finish may be NULL only if set
  * before the next flush). */
@@ -135,6 +156,12 @@ void kvd_conn_flush(kvd_conn *c);
 /* Closes c once everything queued has been answered. */
 void kvd_conn_close_after_flush(kvd_conn *c);
 
+/* True when addr (host:port) names a loopback host. */
+bool kvd_is_loopback(const char *addr);
+
+/* Milliseconds on the monotonic clock. */
+uint64_t kvd_mono_ms(void);
+
 /* True when token matches the configured auth token (constant time). */
 bool kvd_auth_check(kvd *srv, const uint8_t *token, size_t len);
 
@@ -152,6 +179,19 @@ void kvd_peers_stop(kvd *srv);
  * caller frees after sending it. */
 struct Kvpb__StatusResp;
 void *kvd_peers_status(kvd *srv, struct Kvpb__StatusResp *s);
+/* The member table for a Members reply (self first); returns memory the
+ * caller frees after sending it, NULL (and r untouched) when peer
+ * networking is off. */
+struct Kvpb__MembersResp;
+void *kvd_peers_members(kvd *srv, struct Kvpb__MembersResp *r);
+/* Fills the replication and membership figures for the metrics endpoint
+ * (out zeroed first; only peering false when peer networking is off). */
+void kvd_peers_metrics(kvd *srv, kvd_peers_snap *out);
+/* In the data directory: when this replica last saw another member alive
+ * (ms since the epoch, one decimal line), for the tombstone-grace check. */
+#define KVD_CONTACT_FILE "cluster-contact"
+/* True while a graceful leave is still gossiping (the loop must not end). */
+bool kvd_peers_busy(kvd *srv);
 /* Frees what peer networking holds, once the loop has closed its handles. */
 void kvd_peers_free(kvd *srv);
 /* A local write committed: make it a rumor (obj borrowed). */
@@ -162,5 +202,8 @@ void kvd_peers_local_write(kvd *srv, const kv_write *w);
 /* Feed bytes received on c; parse and start operations. */
 void kvd_native_input(kvd_conn *c, const uint8_t *p, size_t len);
 void kvd_resp_input(kvd_conn *c, const uint8_t *p, size_t len);
+/* Appends a native error Response with id 0 to c's output (msg borrowed;
+ * NULL: kv_strerror of err). For refusals that answer no request. */
+void kvd_native_error(kvd_conn *c, int err, const char *msg);
 
 #endif

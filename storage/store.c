@@ -16,15 +16,20 @@
 #include "storage/store.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <lmdb.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
+#include <fcntl.h>
+#include <stdarg.h>
 #include <sys/random.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #define DEFAULT_MAP_SIZE ((size_t)8 << 30)
 #define DEFAULT_MAX_VALUE ((size_t)16 << 20)
@@ -63,6 +68,8 @@ struct kv_store {
   pthread_cond_t cv;
   kv_write *head, *tail; /* queue, guarded by mu */
   bool closing;          /* guarded by mu */
+  unsigned backups;      /* kv_store_backup calls running, guarded by mu */
+  pthread_cond_t idle;   /* signalled when backups drops to 0 */
 
   uint64_t hlc;          /* writer thread only */
   _Atomic uint64_t live; /* live keys; written by the writer thread */
@@ -70,6 +77,11 @@ struct kv_store {
   MDB_txn *readers[MAX_CACHED_READERS]; /* cached per thread, guarded by mu */
   size_t nreaders;
   _Atomic uint64_t commits, writes;
+  /* Histograms and failures for kv_store_stats: writer thread adds. */
+  _Atomic uint64_t commit_us[KV_STORE_COMMIT_BUCKETS + 1], commit_us_sum;
+  _Atomic uint64_t batch[KV_STORE_BATCH_BUCKETS + 1], batch_sum;
+  _Atomic uint64_t txn_failures;
+  _Atomic bool failing;
 };
 
 kv_store_opts kv_store_opts_default(void) {
@@ -106,22 +118,32 @@ static bool key_ok(size_t keylen) {
 
 /* ---- meta ---- */
 
-static int meta_get_u64(kv_store *s, MDB_txn *txn, const char *name,
-                        uint64_t *out) {
+static int meta_read(MDB_txn *txn, MDB_dbi meta, const char *name,
+                     uint64_t *out) {
   MDB_val k = {strlen(name), (void *)name}, v;
-  int rc = mdb_get(txn, s->meta, &k, &v);
+  int rc = mdb_get(txn, meta, &k, &v);
   if (rc) return rc;
   if (v.mv_size != 8) return MDB_CORRUPTED;
   *out = kv_get_be64(v.mv_data);
   return 0;
 }
 
-static int meta_put_u64(kv_store *s, MDB_txn *txn, const char *name,
-                        uint64_t val) {
+static int meta_write(MDB_txn *txn, MDB_dbi meta, const char *name,
+                      uint64_t val) {
   uint8_t b[8];
   kv_put_be64(b, val);
   MDB_val k = {strlen(name), (void *)name}, v = {8, b};
-  return mdb_put(txn, s->meta, &k, &v, 0);
+  return mdb_put(txn, meta, &k, &v, 0);
+}
+
+static int meta_get_u64(kv_store *s, MDB_txn *txn, const char *name,
+                        uint64_t *out) {
+  return meta_read(txn, s->meta, name, out);
+}
+
+static int meta_put_u64(kv_store *s, MDB_txn *txn, const char *name,
+                        uint64_t val) {
+  return meta_write(txn, s->meta, name, val);
 }
 
 static uint64_t mint_replica_id(void) {
@@ -419,6 +441,34 @@ static int apply_group(kv_store *s, MDB_txn *txn, kv_write **reqs, size_t n) {
   return 0;
 }
 
+static uint64_t mono_us(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
+}
+
+/* The bucket of v among bounds[0..n): the first bound v does not exceed,
+ * or n. */
+static size_t bucket_of(uint64_t v, const uint64_t *bounds, size_t n) {
+  size_t i = 0;
+  while (i < n && v > bounds[i])
+    i++;
+  return i;
+}
+
+/* A committed transaction of n requests whose commit took us microseconds. */
+static void record_commit(kv_store *s, uint64_t us, size_t n) {
+  static const uint64_t cb[] = KV_STORE_COMMIT_BOUNDS_US;
+  static const uint64_t bb[] = KV_STORE_BATCH_BOUNDS;
+  size_t ci = bucket_of(us, cb, KV_STORE_COMMIT_BUCKETS);
+  size_t bi = bucket_of(n, bb, KV_STORE_BATCH_BUCKETS);
+  atomic_fetch_add_explicit(&s->commit_us[ci], 1, memory_order_relaxed);
+  atomic_fetch_add_explicit(&s->commit_us_sum, us, memory_order_relaxed);
+  atomic_fetch_add_explicit(&s->batch[bi], 1, memory_order_relaxed);
+  atomic_fetch_add_explicit(&s->batch_sum, n, memory_order_relaxed);
+  atomic_store(&s->failing, false);
+}
+
 /* Runs reqs[0..n) (whole groups) in one transaction. Returns 0, or the LMDB
  * error that aborted the transaction, in which case nothing was written and
  * no request has completed. */
@@ -443,9 +493,11 @@ static int run_txn(kv_store *s, kv_write **reqs, size_t n) {
     mdb_txn_abort(txn);
     return rc;
   }
+  uint64_t t0 = mono_us();
   if ((rc = mdb_txn_commit(txn))) return rc;
   s->live += (uint64_t)live;
   atomic_fetch_add(&s->commits, 1);
+  record_commit(s, mono_us() - t0, n);
   return 0;
 }
 
@@ -461,7 +513,11 @@ static void run_batch(kv_store *s, kv_write **reqs, size_t n) {
       complete(s, reqs[i]);
     return;
   }
-  if (rc != MDB_MAP_FULL) log_mdb("write_txn", rc);
+  if (rc != MDB_MAP_FULL) {
+    log_mdb("write_txn", rc);
+    atomic_fetch_add(&s->txn_failures, 1);
+    atomic_store(&s->failing, true);
+  }
   if (n == reqs[0]->group) {
     for (size_t i = 0; i < n; i++) {
       fail_request(reqs[i], rc);
@@ -550,6 +606,7 @@ int kv_store_open(const kv_store_opts *opts, kv_store **out) {
   }
   pthread_mutex_init(&s->mu, NULL);
   pthread_cond_init(&s->cv, NULL);
+  pthread_cond_init(&s->idle, NULL);
   s->id = atomic_fetch_add(&next_store_id, 1);
   if (pthread_create(&s->writer, NULL, writer_main, s) != 0)
     kv_panic("cannot start the writer thread");
@@ -564,11 +621,17 @@ void kv_store_close(kv_store *s) {
   pthread_cond_signal(&s->cv);
   pthread_mutex_unlock(&s->mu);
   pthread_join(s->writer, NULL);
+  /* A backup reads through the environment: it must end before it closes. */
+  pthread_mutex_lock(&s->mu);
+  while (s->backups > 0)
+    pthread_cond_wait(&s->idle, &s->mu);
+  pthread_mutex_unlock(&s->mu);
   for (size_t i = 0; i < s->nreaders; i++)
     mdb_txn_abort(s->readers[i]);
   mdb_env_close(s->env);
   pthread_mutex_destroy(&s->mu);
   pthread_cond_destroy(&s->cv);
+  pthread_cond_destroy(&s->idle);
   free(s);
 }
 
@@ -839,6 +902,14 @@ int kv_store_stats_get(kv_store *s, kv_store_stats *out) {
   out->map_used = (uint64_t)(info.me_last_pgno + 1) * st.ms_psize;
   out->commits = atomic_load(&s->commits);
   out->writes = atomic_load(&s->writes);
+  for (size_t i = 0; i <= KV_STORE_COMMIT_BUCKETS; i++)
+    out->commit_us[i] = atomic_load(&s->commit_us[i]);
+  out->commit_us_sum = atomic_load(&s->commit_us_sum);
+  for (size_t i = 0; i <= KV_STORE_BATCH_BUCKETS; i++)
+    out->batch[i] = atomic_load(&s->batch[i]);
+  out->batch_sum = atomic_load(&s->batch_sum);
+  out->txn_failures = atomic_load(&s->txn_failures);
+  out->failing = atomic_load(&s->failing);
   return KV_OK;
 }
 
@@ -898,5 +969,306 @@ out:
   if (mismatched) *mismatched = bad;
   kv_merkle_free(rebuilt);
   kv_merkle_free(stored);
+  return rc;
+}
+
+/* ---- backup and restore ---- */
+
+static int say(char *msg, size_t msglen, int rc, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static int say(char *msg, size_t msglen, int rc, const char *fmt, ...) {
+  if (msg && msglen) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, msglen, fmt, ap);
+    va_end(ap);
+  }
+  return rc;
+}
+
+static uint64_t mono_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* 1 if dir holds nothing but . and .., 0 if it holds more, -1 (errno). */
+static int dir_empty(const char *dir) {
+  DIR *d = opendir(dir);
+  if (!d) return -1;
+  int empty = 1;
+  struct dirent *e;
+  errno = 0;
+  while (empty && (e = readdir(d)))
+    empty = !strcmp(e->d_name, ".") || !strcmp(e->d_name, "..");
+  int err = errno;
+  closedir(d);
+  if (empty && err) {
+    errno = err;
+    return -1;
+  }
+  return empty;
+}
+
+/* Makes sure dir is an empty directory, creating it (mode) when missing;
+ * *created says whether it did. what names dir in messages. */
+static int empty_dir(const char *dir, mode_t mode, const char *what,
+                     bool *created, char *msg, size_t msglen) {
+  *created = false;
+  struct stat st;
+  if (stat(dir, &st) == 0) {
+    if (!S_ISDIR(st.st_mode))
+      return say(msg, msglen, KV_INVALID, "%s %s is not a directory", what,
+                 dir);
+    int e = dir_empty(dir);
+    if (e < 0)
+      return say(msg, msglen, KV_IO, "cannot read %s %s: %s", what, dir,
+                 strerror(errno));
+    if (e == 0)
+      return say(msg, msglen, KV_INVALID,
+                 "%s %s is not empty (it must be empty or not exist yet)", what,
+                 dir);
+    return KV_OK;
+  }
+  if (errno != ENOENT)
+    return say(msg, msglen, KV_IO, "cannot access %s %s: %s", what, dir,
+               strerror(errno));
+  if (mkdir(dir, mode) != 0)
+    return say(msg, msglen, errno == ENOENT ? KV_INVALID : KV_IO,
+               "cannot create %s %s: %s", what, dir, strerror(errno));
+  *created = true;
+  return KV_OK;
+}
+
+/* fsync of a file or directory by name. 0 or -1 (errno). */
+static int sync_path(const char *path) {
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return -1;
+  int rc = fsync(fd), err = errno;
+  close(fd);
+  errno = err;
+  return rc;
+}
+
+/* Undoes a failed backup or restore: removes the files it may have made in
+ * dir (names, NULL-terminated), then dir if it created it. */
+static void undo_dir(const char *dir, const char *const *names, bool created) {
+  char path[PATH_MAX];
+  for (; *names; names++) {
+    snprintf(path, sizeof path, "%s/%s", dir, *names);
+    unlink(path);
+  }
+  if (created) rmdir(dir);
+}
+
+/* Writes env's data (one read transaction, LMDB's copy with flags) into a
+ * new dir/data.mdb and fsyncs it; *bytes receives its size. The file is
+ * created exclusively, so a second copy into the same directory fails here
+ * without touching the first one's; on failure the file made is removed. */
+static int copy_env(MDB_env *env, unsigned flags, const char *dir, mode_t mode,
+                    uint64_t *bytes, char *msg, size_t msglen) {
+  char path[PATH_MAX];
+  snprintf(path, sizeof path, "%s/data.mdb", dir);
+  int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode);
+  if (fd < 0)
+    return say(msg, msglen, errno == EEXIST ? KV_INVALID : KV_IO,
+               "creating %s: %s", path, strerror(errno));
+  int rc = KV_OK, mrc = mdb_env_copyfd2(env, fd, flags);
+  struct stat st;
+  if (mrc)
+    rc = say(msg, msglen,
+             mrc == MDB_INVALID || mrc == MDB_VERSION_MISMATCH ? KV_INCOMPATIBLE
+                                                               : KV_IO,
+             "copying into %s: %s", dir, mdb_strerror(mrc));
+  else if (fsync(fd) != 0 || fstat(fd, &st) != 0)
+    rc = say(msg, msglen, KV_IO, "syncing %s: %s", path, strerror(errno));
+  close(fd);
+  if (rc) {
+    unlink(path);
+    return rc;
+  }
+  *bytes = (uint64_t)st.st_size;
+  return KV_OK;
+}
+
+/* The backup itself, into the empty directory dir. */
+static int backup_into(kv_store *s, const char *dir, uint64_t *bytes, char *msg,
+                       size_t msglen) {
+  /* LMDB's copy runs in one read transaction: a snapshot, taken while the
+   * writer goes on committing (pages it frees meanwhile are kept until the
+   * copy ends, which may grow the file for a while). */
+  int rc = copy_env(s->env, MDB_CP_COMPACT, dir, 0600, bytes, msg, msglen);
+  if (rc) return rc;
+  /* Written last: a directory without it is an interrupted backup, which
+   * restore refuses. */
+  char path[PATH_MAX], data[PATH_MAX];
+  snprintf(path, sizeof path, "%s/%s", dir, KV_STORE_BACKUP_INFO);
+  snprintf(data, sizeof data, "%s/data.mdb", dir);
+  FILE *f = fopen(path, "wx");
+  if (!f) {
+    rc = say(msg, msglen, KV_IO, "creating %s: %s", path, strerror(errno));
+    unlink(data);
+    return rc;
+  }
+  fprintf(f,
+          "epikv-backup 1\nformat=%d\nreplica_id=%016llx\nsegment_bits=%u\n"
+          "bytes=%llu\ncreated_ms=%llu\n",
+          KV_STORE_FORMAT, (unsigned long long)s->replica_id, s->bits,
+          (unsigned long long)*bytes, (unsigned long long)wall_ms());
+  bool ok = fflush(f) == 0 && fsync(fileno(f)) == 0;
+  int err = errno;
+  ok = fclose(f) == 0 && ok;
+  if (ok && sync_path(dir) != 0) ok = false, err = errno;
+  if (!ok) {
+    rc = say(msg, msglen, KV_IO, "writing %s: %s", path, strerror(err));
+    unlink(path);
+    unlink(data);
+  }
+  return rc;
+}
+
+int kv_store_backup(kv_store *s, const char *dir, kv_store_backup_info *info,
+                    char *msg, size_t msglen) {
+  if (msg && msglen) msg[0] = 0;
+  if (!dir || dir[0] != '/')
+    return say(msg, msglen, KV_INVALID,
+               "backup directory '%s' is not an absolute path (it names a "
+               "directory on the replica's machine)",
+               dir ? dir : "");
+  if (strlen(dir) > PATH_MAX - 64)
+    return say(msg, msglen, KV_INVALID, "backup directory path too long");
+  pthread_mutex_lock(&s->mu);
+  bool closing = s->closing;
+  if (!closing) s->backups++;
+  pthread_mutex_unlock(&s->mu);
+  if (closing) return say(msg, msglen, KV_CLOSED, "the store is closing");
+
+  uint64_t t0 = mono_ms(), bytes = 0;
+  bool created;
+  int rc = empty_dir(dir, 0700, "backup directory", &created, msg, msglen);
+  if (rc == KV_OK) {
+    rc = backup_into(s, dir, &bytes, msg, msglen);
+    if (rc && created) rmdir(dir);
+  }
+  if (rc == KV_OK && info) {
+    info->bytes = bytes;
+    info->elapsed_ms = mono_ms() - t0;
+  }
+  pthread_mutex_lock(&s->mu);
+  if (--s->backups == 0) pthread_cond_broadcast(&s->idle);
+  pthread_mutex_unlock(&s->mu);
+  return rc;
+}
+
+/* Checks that backup_dir holds a complete backup. */
+static int check_backup(const char *backup_dir, char *msg, size_t msglen) {
+  char path[PATH_MAX], line[64];
+  snprintf(path, sizeof path, "%s/%s", backup_dir, KV_STORE_BACKUP_INFO);
+  FILE *f = fopen(path, "r");
+  if (!f)
+    return say(msg, msglen, errno == ENOENT ? KV_INVALID : KV_IO,
+               "%s is not a complete epikv backup: cannot open %s: %s",
+               backup_dir, path, strerror(errno));
+  bool ok = fgets(line, sizeof line, f) && !strcmp(line, "epikv-backup 1\n");
+  fclose(f);
+  if (!ok)
+    return say(msg, msglen, KV_INVALID,
+               "%s is not an epikv backup: %s does not start with "
+               "'epikv-backup 1'",
+               backup_dir, path);
+  struct stat st;
+  snprintf(path, sizeof path, "%s/data.mdb", backup_dir);
+  if (stat(path, &st) != 0 || !S_ISREG(st.st_mode))
+    return say(msg, msglen, KV_INVALID,
+               "%s is not a complete epikv backup: %s is missing", backup_dir,
+               path);
+  return KV_OK;
+}
+
+int kv_store_restore(const char *backup_dir, const char *data_dir,
+                     uint64_t *old_id, uint64_t *new_id, char *msg,
+                     size_t msglen) {
+  if (msg && msglen) msg[0] = 0;
+  if (strlen(backup_dir) > PATH_MAX - 64 || strlen(data_dir) > PATH_MAX - 64)
+    return say(msg, msglen, KV_INVALID, "restore: path too long");
+  int rc = check_backup(backup_dir, msg, msglen);
+  if (rc) return rc;
+  bool created;
+  rc = empty_dir(data_dir, 0755, "data directory", &created, msg, msglen);
+  if (rc) return rc;
+
+  static const char *const made[] = {"data.mdb", "lock.mdb", NULL};
+  MDB_env *src = NULL, *dst = NULL;
+  MDB_txn *txn = NULL;
+  MDB_dbi meta;
+  uint64_t format, old, fresh, bytes;
+  bool copied = false; /* data.mdb is ours to remove on failure */
+  int mrc;
+  /* The backup is opened read-only and without a lock file, so a backup on
+   * read-only media restores, and the backup directory is never changed. */
+  if ((mrc = mdb_env_create(&src)) || (mrc = mdb_env_set_maxdbs(src, 4)) ||
+      (mrc = mdb_env_open(src, backup_dir, MDB_RDONLY | MDB_NOLOCK | MDB_NOTLS,
+                          0))) {
+    rc = say(msg, msglen,
+             mrc == MDB_INVALID || mrc == MDB_VERSION_MISMATCH ? KV_INCOMPATIBLE
+                                                               : KV_IO,
+             "opening the backup in %s: %s", backup_dir, mdb_strerror(mrc));
+    goto fail;
+  }
+  if ((rc = copy_env(src, 0, data_dir, 0644, &bytes, msg, msglen))) goto fail;
+  copied = true;
+  mdb_env_close(src);
+  src = NULL;
+  if ((mrc = mdb_env_create(&dst)) || (mrc = mdb_env_set_maxdbs(dst, 4)) ||
+      (mrc = mdb_env_open(dst, data_dir, MDB_NOTLS, 0644)) ||
+      (mrc = mdb_txn_begin(dst, NULL, 0, &txn))) {
+    rc = say(msg, msglen, KV_IO, "opening the restored store in %s: %s",
+             data_dir, mdb_strerror(mrc));
+    goto fail;
+  }
+  if ((mrc = mdb_dbi_open(txn, "meta", 0, &meta)) ||
+      (mrc = meta_read(txn, meta, "format", &format)) ||
+      (mrc = meta_read(txn, meta, "replica_id", &old))) {
+    rc = say(msg, msglen,
+             mrc == MDB_NOTFOUND || mrc == MDB_CORRUPTED ? KV_CORRUPT : KV_IO,
+             "%s holds no valid epikv store meta (format, replica id): %s",
+             backup_dir, mdb_strerror(mrc));
+    goto fail;
+  }
+  if (format != KV_STORE_FORMAT) {
+    rc = say(msg, msglen, KV_INCOMPATIBLE,
+             "%s holds store format %llu; this kvd reads format %d", backup_dir,
+             (unsigned long long)format, KV_STORE_FORMAT);
+    goto fail;
+  }
+  do
+    fresh = mint_replica_id();
+  while (fresh == old);
+  if ((mrc = meta_write(txn, meta, "replica_id", fresh))) {
+    rc = say(msg, msglen, from_mdb(mrc), "writing the new replica id: %s",
+             mdb_strerror(mrc));
+    goto fail;
+  }
+  mrc = mdb_txn_commit(txn);
+  txn = NULL;
+  if (mrc || (mrc = mdb_env_sync(dst, 1))) {
+    rc = say(msg, msglen, from_mdb(mrc), "committing the new replica id: %s",
+             mdb_strerror(mrc));
+    goto fail;
+  }
+  mdb_env_close(dst);
+  if (sync_path(data_dir) != 0)
+    return say(msg, msglen, KV_IO, "syncing %s: %s", data_dir, strerror(errno));
+  if (old_id) *old_id = old;
+  if (new_id) *new_id = fresh;
+  return KV_OK;
+fail:
+  if (txn) mdb_txn_abort(txn);
+  if (src) mdb_env_close(src);
+  if (dst) mdb_env_close(dst);
+  if (copied)
+    undo_dir(data_dir, made, created);
+  else if (created)
+    rmdir(data_dir);
   return rc;
 }

@@ -178,7 +178,24 @@ KV_WARN_UNUSED int kv_store_scan(kv_store *s, kv_buf *cursor,
  * inner levels (start-up). *out caller frees with kv_merkle_free. */
 KV_WARN_UNUSED int kv_store_load_tree(kv_store *s, kv_merkle **out);
 
-/* Statistics for status and metrics. */
+/* The writer's histograms. Bucket i counts the events whose value was at
+ * most bounds[i] and above bounds[i-1]; the last bucket (index BUCKETS)
+ * counts everything above the last bound. Counts are per bucket, not
+ * cumulative. */
+#define KV_STORE_COMMIT_BUCKETS 12 /* commit latency, microseconds */
+#define KV_STORE_COMMIT_BOUNDS_US                                              \
+  {                                                                            \
+    100, 250, 500, 1000, 2500, 5000, 10000, 25000, 50000, 100000, 250000,      \
+        1000000                                                                \
+  }
+#define KV_STORE_BATCH_BUCKETS 11 /* requests per committed transaction */
+#define KV_STORE_BATCH_BOUNDS                                                  \
+  { 1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024 }
+
+/* Statistics for status and metrics. The writer thread updates the counters
+ * with atomic adds and kv_store_stats_get reads each atomically, from any
+ * thread; figures that belong together (a histogram's buckets and its sum)
+ * may be a commit apart in one reading. */
 typedef struct kv_store_stats {
   uint64_t keys;     /* live keys: stored objects whose kind is not NONE */
   uint64_t stored;   /* entries in `objects`, deleted keys included */
@@ -186,6 +203,17 @@ typedef struct kv_store_stats {
   uint64_t map_used; /* bytes in use (pages * page size) */
   uint64_t commits;  /* write transactions committed since open */
   uint64_t writes;   /* requests completed since open */
+  /* Time spent in LMDB's commit (the fsync, with sync on) of each committed
+   * transaction: per-bucket counts and the sum in microseconds. */
+  uint64_t commit_us[KV_STORE_COMMIT_BUCKETS + 1];
+  uint64_t commit_us_sum;
+  /* Requests per committed transaction (group commit's batch sizes). */
+  uint64_t batch[KV_STORE_BATCH_BUCKETS + 1];
+  uint64_t batch_sum;
+  /* Write transactions that failed with an LMDB error other than a full
+   * map (a failing disk, say), and whether the most recent one did. */
+  uint64_t txn_failures;
+  bool failing;
 } kv_store_stats;
 
 KV_WARN_UNUSED int kv_store_stats_get(kv_store *s, kv_store_stats *out);
@@ -195,5 +223,49 @@ KV_WARN_UNUSED int kv_store_stats_get(kv_store *s, kv_store_stats *out);
  * match, KV_VERIFY_MISMATCH when some differ, KV_CORRUPT if an object does
  * not decode, KV_IO. */
 KV_WARN_UNUSED int kv_store_verify(kv_store *s, uint64_t *mismatched);
+
+/* ---- backup and restore ---- */
+
+/* The file a complete backup holds beside LMDB's data.mdb, written last. */
+#define KV_STORE_BACKUP_INFO "backup.info"
+
+typedef struct kv_store_backup_info {
+  uint64_t bytes;      /* size of the copy (data.mdb) */
+  uint64_t elapsed_ms; /* time the copy took */
+} kv_store_backup_info;
+
+/* Writes a consistent, compacted copy of the store into dir: LMDB's
+ * compacting copy (free pages left out) of one read transaction, so it holds
+ * every write committed before the call and nothing half-applied, then
+ * KV_STORE_BACKUP_INFO; both are fsynced. dir (borrowed for the call) must
+ * be an absolute path naming an empty directory, or nothing, in which case
+ * it is created (mode 0700; its parent must exist). It blocks for as long as
+ * the copy takes, so call it off any latency-sensitive thread; writers and
+ * readers carry on meanwhile, and kv_store_close waits for it to finish.
+ * On failure nothing is left in dir (a directory it created is removed).
+ * *info, if info is not NULL, is filled on KV_OK. msg (msglen bytes; may be
+ * NULL when msglen is 0) receives a one-line reason on error.
+ * Errors: KV_INVALID (dir relative, not a directory, or not empty),
+ * KV_CLOSED (the store is closing), KV_IO (cannot create or write; the
+ * reason names the system error). */
+KV_WARN_UNUSED int kv_store_backup(kv_store *s, const char *dir,
+                                   kv_store_backup_info *info, char *msg,
+                                   size_t msglen);
+
+/* Makes data_dir a new replica's store from a backup written by
+ * kv_store_backup: copies backup_dir's data into data_dir (which must be
+ * empty or missing; it is created) and replaces the stored replica id with a
+ * freshly minted one, so the restored replica never writes under the id of
+ * the replica it was copied from (two writers with one id would break DVV
+ * causality). backup_dir is only read. Nothing else runs on data_dir
+ * meanwhile (call it before kv_store_open). *old_id and *new_id (either may
+ * be NULL) receive the ids on KV_OK. msg as for kv_store_backup. On failure
+ * data_dir is left as it was found. Errors: KV_INVALID (not a complete
+ * backup: KV_STORE_BACKUP_INFO or data.mdb missing; data_dir not empty),
+ * KV_INCOMPATIBLE (another store format), KV_CORRUPT (no replica meta),
+ * KV_IO. */
+KV_WARN_UNUSED int kv_store_restore(const char *backup_dir,
+                                    const char *data_dir, uint64_t *old_id,
+                                    uint64_t *new_id, char *msg, size_t msglen);
 
 #endif

@@ -17,7 +17,8 @@ start)
 
 A 3-replica epikv cluster is running (data and logs in $DIR/nodeK/).
 Every replica accepts reads and writes; writes reach the others at once
-(rumors) and anti-entropy repairs whatever was missed.
+(rumors) and anti-entropy repairs whatever was missed. SWIM keeps the
+member list: who is alive, suspect, dead or has left.
 
   $KVCTL put greeting hello                      # write on node 1 (port 7400)
   $KVCTL -h 127.0.0.1:7410 get greeting          # read on node 2
@@ -26,11 +27,13 @@ Every replica accepts reads and writes; writes reach the others at once
   $KVCTL incr visits 5; $KVCTL -h 127.0.0.1:7420 incr visits 2
   $KVCTL -h 127.0.0.1:7410 get visits            # 7
   $KVCTL status                                  # peers, exchanges, rumors
+  $KVCTL members                                 # the SWIM member table
   redis-cli -p 7401 set name epikv               # Redis protocol on +1
   redis-cli -p 7411 get name
 
 Stop a replica and watch it repair when it comes back:
-  $KVCTL cluster stop --dir $DIR --node 3
+  $KVCTL cluster stop --dir $DIR --node 3     # a graceful leave
+  $KVCTL members                                 # node3: left
   $KVCTL put while-away yes
   $KVCTL cluster start --dir $DIR --node 3
   $KVCTL -h 127.0.0.1:7420 get while-away

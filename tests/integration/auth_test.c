@@ -54,6 +54,8 @@ static void test_auth_native(void **state) {
   assert_kvc(kvc_scan(c, NULL, 0, NULL, 0, 10, &r), KVC_AUTH_REQUIRED);
   assert_kvc(kvc_status(c, &r), KVC_AUTH_REQUIRED);
   assert_kvc(kvc_verify(c, NULL), KVC_AUTH_REQUIRED);
+  assert_kvc(kvc_members(c, &r), KVC_AUTH_REQUIRED);
+  assert_kvc(kvc_backup(c, "/nonexistent-auth-test", NULL), KVC_AUTH_REQUIRED);
   assert_kvc(kvc_conn_error(c), KVC_OK);
   kvc_close(c);
 

@@ -112,14 +112,16 @@ void kvdh_watchdog(const char *test, unsigned seconds) {
 static bool read_ports(kvdh *p, const char *path) {
   FILE *f = fopen(path, "r");
   if (!f) return false;
-  int n = 0, r = 0, pp = 0;
-  /* The peer line is written last, with the others, once kvd is ready. */
+  int n = 0, r = 0, pp = 0, m = 0;
+  /* kvd writes the file whole (renamed into place) once it is ready. */
   bool ok = fscanf(f, "native=%d resp=%d peer=%d", &n, &r, &pp) == 3 && n > 0;
+  if (ok && fscanf(f, " metrics=%d", &m) != 1) m = 0;
   fclose(f);
   if (ok) {
     p->native_port = n;
     p->resp_port = r;
     p->peer_port = pp;
+    p->metrics_port = m;
   }
   return ok;
 }
@@ -160,8 +162,8 @@ static int spawn(kvdh *p, char *ports, size_t portslen) {
       bin,           "--data-dir",    p->data,       "--listen",
       "127.0.0.1:0", "--resp-listen", "127.0.0.1:0", "--peer-listen",
       "127.0.0.1:0", "--ports-file",  ports,         "--segments",
-      "256"};
-  int na = 13;
+      "256",         "--metrics-listen", "127.0.0.1:0"};
+  int na = 15;
   for (int i = 0; p->extra[i] && na < 46; i++)
     args[na++] = p->extra[i];
   args[na] = NULL;

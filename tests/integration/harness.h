@@ -27,6 +27,7 @@ typedef struct kvdh {
   char log[192];  /* dir/kvd.log: kvd's stderr */
   int native_port, resp_port, peer_port; /* peer_port 0: peering off */
   const char *extra[16]; /* extra kvd arguments, NULL-terminated */
+  int metrics_port;      /* 0: no --metrics-listen among the extra ones */
 } kvdh;
 
 /* Creates p->dir (and fills p->data, p->log) if not done yet, so that a test

@@ -34,7 +34,7 @@
 #include "proto/kv.pb-c.h"
 #include "tests/integration/harness.h"
 
-#define IT_NKVD 4
+#define IT_NKVD 8
 
 typedef struct it_fixture {
   kvdh k[IT_NKVD];

@@ -938,11 +938,13 @@ int kvc_scan(kvc_conn *c, const void *cursor, size_t cursorlen,
   return rc;
 }
 
-int kvc_status(kvc_conn *c, kvc_result **out) {
+/* A call without arguments whose whole result goes to the caller. */
+static int call_no_args(kvc_conn *c, int (*send)(kvc_conn *, uint64_t *),
+                        kvc_result **out) {
   if (!out) return c ? set_err(c, KVC_INVALID, "out is NULL") : KVC_INVALID;
   *out = NULL;
   int rc = ready_for_call(c);
-  if (rc == KVC_OK) rc = kvc_send_status(c, NULL);
+  if (rc == KVC_OK) rc = send(c, NULL);
   if (rc != KVC_OK) return rc;
   kvc_result *r = NULL;
   rc = call(c, deadline_in(c->io_timeout_ms), &r);
@@ -951,6 +953,14 @@ int kvc_status(kvc_conn *c, kvc_result **out) {
   else
     kvc_result_free(r);
   return rc;
+}
+
+int kvc_status(kvc_conn *c, kvc_result **out) {
+  return call_no_args(c, kvc_send_status, out);
+}
+
+int kvc_members(kvc_conn *c, kvc_result **out) {
+  return call_no_args(c, kvc_send_members, out);
 }
 
 int kvc_verify(kvc_conn *c, uint64_t *mismatched) {
@@ -1080,21 +1090,6 @@ size_t kvc_result_members(const kvc_result *r, const kvc_member_info **out) {
   bool ok = r->error == KVC_OK && r->op == KVC_OP_MEMBERS;
   *out = ok ? r->members : NULL;
   return ok ? r->nmembers : 0;
-}
-
-int kvc_members(kvc_conn *c, kvc_result **out) {
-  if (!out) return c ? set_err(c, KVC_INVALID, "out is NULL") : KVC_INVALID;
-  *out = NULL;
-  int rc = ready_for_call(c);
-  if (rc == KVC_OK) rc = kvc_send_members(c, NULL);
-  if (rc != KVC_OK) return rc;
-  kvc_result *r = NULL;
-  rc = call(c, deadline_in(c->io_timeout_ms), &r);
-  if (rc == KVC_OK)
-    *out = r;
-  else
-    kvc_result_free(r);
-  return rc;
 }
 
 const kvc_status_info *kvc_result_status_info(const kvc_result *r) {

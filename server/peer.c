@@ -774,43 +774,6 @@ static int sockaddr_of(const char *addr, struct sockaddr_storage *ss) {
                            : uv_ip4_addr(host, port, (struct sockaddr_in *)ss);
 }
 
-/* Encodes m as a PeerMessage. The protobuf structs point into m (borrowed);
- * the caller frees *out with free. */
-static void swim_encode(const kv_swim_msg *m, uint8_t **out, size_t *len) {
-  Kvpb__PeerMessage pm = KVPB__PEER_MESSAGE__INIT;
-  Kvpb__Swim sw = KVPB__SWIM__INIT;
-  pm.body_case = KVPB__PEER_MESSAGE__BODY_SWIM;
-  pm.swim = &sw;
-  sw.type = m->type;
-  sw.seq = m->seq;
-  sw.from = m->from;
-  sw.from_addr = (char *)(m->from_addr ? m->from_addr : "");
-  sw.target = m->target;
-  sw.target_addr = (char *)(m->target_addr ? m->target_addr : "");
-  sw.join = m->join;
-  sw.reply = m->reply;
-  Kvpb__SwimUpdate *us = kv_calloc(m->nupdates + 1, sizeof *us);
-  Kvpb__SwimUpdate **up = kv_calloc(m->nupdates + 1, sizeof *up);
-  for (size_t i = 0; i < m->nupdates; i++) {
-    const kv_swim_update *u = &m->updates[i];
-    kvpb__swim_update__init(&us[i]);
-    us[i].id = u->id;
-    us[i].incarnation = u->incarnation;
-    us[i].state = u->state;
-    us[i].from = u->from;
-    us[i].name = (char *)(u->name ? u->name : "");
-    us[i].addr = (char *)(u->addr ? u->addr : "");
-    up[i] = &us[i];
-  }
-  sw.n_updates = m->nupdates;
-  sw.updates = up;
-  *len = kvpb__peer_message__get_packed_size(&pm);
-  *out = kv_malloc(*len);
-  kvpb__peer_message__pack(&pm, *out);
-  free(us);
-  free(up);
-}
-
 /* Sends a SWIM datagram: sealed with the UDP sealer, sent at once or
  * dropped (UDP is lossy anyway; SWIM expects it). */
 static void udp_send(kvd_peers *ps, const char *to_addr, const uint8_t *msg,
@@ -832,12 +795,13 @@ static void udp_send(kvd_peers *ps, const char *to_addr, const uint8_t *msg,
 static void swim_emit(void *arg, uint64_t to, const char *to_addr,
                       const kv_swim_msg *m) {
   kvd_peers *ps = arg;
-  uint8_t *msg;
-  size_t len;
-  swim_encode(m, &msg, &len);
+  kv_buf enc;
+  kv_swim_encode(m, &enc);
+  const uint8_t *msg = enc.data;
+  size_t len = enc.len;
   if (m->type != KV_SWIM_PUSH_PULL) {
     udp_send(ps, to_addr, msg, len);
-    free(msg);
+    kv_buf_free(&enc);
     return;
   }
   /* Whole tables go on the TCP connection (a join's to is 0: by address). */
@@ -853,7 +817,7 @@ static void swim_emit(void *arg, uint64_t to, const char *to_addr,
     ps->swim_bytes_sent += len;
     send_bytes(pe, msg, len);
   }
-  free(msg);
+  kv_buf_free(&enc);
 }
 
 static void on_swim_timer(uv_timer_t *t);
@@ -916,56 +880,21 @@ static void on_swim_timer(uv_timer_t *t) {
   swim_after(ps);
 }
 
-/* Converts a received Swim into the core's message. Strings and updates
- * point into sw; *ups is allocated (caller frees). KV_BAD_REQUEST when it
- * cannot be a valid message (the core checks the rest). */
-static int swim_decode(const Kvpb__Swim *sw, kv_swim_msg *m,
-                       kv_swim_update **ups) {
-  if (sw->n_updates > KV_SWIM_MAX_UPDATES) return KV_BAD_REQUEST;
-  *ups = kv_calloc(sw->n_updates + 1, sizeof **ups);
-  for (size_t i = 0; i < sw->n_updates; i++) {
-    const Kvpb__SwimUpdate *u = sw->updates[i];
-    (*ups)[i] = (kv_swim_update){.id = u->id,
-                                 .incarnation = u->incarnation,
-                                 .state = (kv_swim_state)u->state,
-                                 .from = u->from,
-                                 .name = *u->name ? u->name : NULL,
-                                 .addr = *u->addr ? u->addr : NULL};
-    if (u->state < KV_SWIM_ALIVE || u->state > KV_SWIM_LEFT) {
-      free(*ups);
-      *ups = NULL;
-      return KV_BAD_REQUEST;
-    }
-  }
-  *m = (kv_swim_msg){.type = (kv_swim_msg_type)sw->type,
-                     .seq = sw->seq,
-                     .from = sw->from,
-                     .from_addr = *sw->from_addr ? sw->from_addr : NULL,
-                     .target = sw->target,
-                     .target_addr = *sw->target_addr ? sw->target_addr : NULL,
-                     .join = sw->join,
-                     .reply = sw->reply,
-                     .updates = *ups,
-                     .nupdates = sw->n_updates};
-  return KV_OK;
-}
-
 /* A Swim from an authenticated sender (the envelope's); tcp says which
  * channel it came on: whole tables only on TCP, the rest only on UDP. */
 static void handle_swim(kvd_peers *ps, const Kvpb__Swim *sw, uint64_t sender,
                         bool tcp) {
-  kv_swim_msg m;
-  kv_swim_update *ups = NULL;
+  kv_swim_decoded d;
   if (sw->from != sender || (sw->type == KV_SWIM_PUSH_PULL) != tcp ||
-      swim_decode(sw, &m, &ups) != KV_OK) {
+      kv_swim_decode(sw, &d) != KV_OK) {
     ps->malformed++;
-    free(ups);
     return;
   }
   ps->swim_received++;
-  if (kv_swim_recv(ps->swim, now_ms(), &ps->rng, &m, swim_emit, ps) != KV_OK)
+  if (kv_swim_recv(ps->swim, now_ms(), &ps->rng, &d.msg, swim_emit, ps) !=
+      KV_OK)
     ps->malformed++;
-  free(ups);
+  kv_swim_decoded_fini(&d);
   swim_after(ps);
 }
 

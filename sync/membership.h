@@ -16,6 +16,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "proto/buf.h"
 #include "proto/kv_err.h"
 #include "sync/rng.h"
 
@@ -255,5 +256,31 @@ typedef struct kv_swim_stats {
 } kv_swim_stats;
 
 void kv_swim_stats_get(const kv_swim *s, kv_swim_stats *out);
+
+/* ---- on the wire (membership_wire.c) ---- */
+
+/* Encodes m as a peer message (proto/peer.proto: PeerMessage with a Swim
+ * body; NULL strings become empty ones) into *out, which the caller frees
+ * with kv_buf_free. m is borrowed for the call. */
+void kv_swim_encode(const kv_swim_msg *m, kv_buf *out);
+
+/* A received Swim body turned into a kv_swim_msg (decoded.msg). Its strings
+ * point into the protobuf message it came from, which must outlive it; its
+ * update array is owned here: free with kv_swim_decoded_fini. */
+typedef struct kv_swim_decoded {
+  kv_swim_msg msg;
+  kv_swim_update *ups;
+} kv_swim_decoded;
+
+struct Kvpb__Swim;
+/* Decodes sw (hostile input; empty strings become NULL). KV_OK, or
+ * KV_BAD_REQUEST (d zeroed, nothing to free) when it has more than
+ * KV_SWIM_MAX_UPDATES updates or an update's state is not one of ALIVE,
+ * SUSPECT, DEAD, LEFT. Everything else is checked by kv_swim_recv. */
+int kv_swim_decode(const struct Kvpb__Swim *sw,
+                   kv_swim_decoded *d) KV_WARN_UNUSED;
+
+/* Frees what d owns; d may then be reused. */
+void kv_swim_decoded_fini(kv_swim_decoded *d);
 
 #endif

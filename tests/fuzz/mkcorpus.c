@@ -20,6 +20,7 @@
 #include "proto/peer.pb-c.h"
 #include "proto/resp.h"
 #include "sync/antientropy.h"
+#include "sync/membership.h"
 #include "sync/seal.h"
 #include "tests/fuzz/fuzz.h"
 #include "tests/fuzz/peer_store.h"
@@ -530,6 +531,29 @@ static void peer_corpus(void) {
   acks.n_acks = 1, acks.acks = ap;
   pm.body_case = KVPB__PEER_MESSAGE__BODY_RUMOR_ACKS, pm.rumor_acks = &acks;
   put_peer_message(&msgs, &pm);
+  /* SWIM (sync/membership): ping, ack, ping-req, nack, gossip, push-pull,
+   * from the harness's known peer 0xbb to self 0xaa. */
+  kv_swim_update rows[] = {{0xbb, 6, KV_SWIM_ALIVE, 0, "peer", "peer:1"},
+                           {0xaa, 1, KV_SWIM_SUSPECT, 0xbb, NULL, NULL},
+                           {0xcc, 3, KV_SWIM_DEAD, 0xbb, "n3", "n3:1"}};
+  kv_swim_msg sm[] = {
+      {.type = KV_SWIM_PING, .seq = 1, .from = 0xbb, .from_addr = "peer:1",
+       .target = 0xaa, .updates = rows, .nupdates = 1},
+      {.type = KV_SWIM_ACK, .seq = 1, .from = 0xbb, .from_addr = "peer:1"},
+      {.type = KV_SWIM_PING_REQ, .seq = 2, .from = 0xbb,
+       .from_addr = "peer:1", .target = 0xcc, .target_addr = "n3:1"},
+      {.type = KV_SWIM_NACK, .seq = 2, .from = 0xbb, .from_addr = "peer:1"},
+      {.type = KV_SWIM_GOSSIP, .from = 0xbb, .from_addr = "peer:1",
+       .updates = rows + 1, .nupdates = 2},
+      {.type = KV_SWIM_PUSH_PULL, .from = 0xbb, .from_addr = "peer:1",
+       .join = true, .updates = rows, .nupdates = 3},
+  };
+  for (size_t i = 0; i < sizeof sm / sizeof sm[0]; i++) {
+    kv_buf enc;
+    kv_swim_encode(&sm[i], &enc);
+    put_frame(&msgs, enc.data, enc.len);
+    kv_buf_free(&enc);
+  }
   put(&b, msgs.data, msgs.len);
   emit("peer", "other-messages-bare", &b);
   seal_frames(ins, &msgs, &b);

@@ -3,7 +3,9 @@
  * (sync/seal.h) as they arrive on a peer connection, their bodies decoded as
  * PeerMessages (proto/peer.proto) and handed to anti-entropy
  * (sync/antientropy.h), both as a responder and as the initiator of one
- * running exchange against a fixed local store (tests/fuzz/peer_store.h).
+ * running exchange against a fixed local store (tests/fuzz/peer_store.h),
+ * and, for SWIM bodies, to the membership decoder and core
+ * (sync/membership.h), whose every answer must survive the wire.
  *
  * Input: a stream of frames (4-byte big-endian length, then bytes). Each
  * frame is
@@ -32,6 +34,7 @@
 #include "proto/frame.h"
 #include "proto/peer.pb-c.h"
 #include "sync/antientropy.h"
+#include "sync/membership.h"
 #include "sync/seal.h"
 #include "tests/fuzz/fuzz.h"
 #include "tests/fuzz/peer_store.h"
@@ -114,10 +117,62 @@ static void start_exchange(void) {
   check_sent(&xsink, FUZZ_AE_EXCHANGE, false);
 }
 
+/* Every message the membership core sends must survive the wire: encoded
+ * and decoded again it is accepted by kv_swim_decode. */
+static size_t swim_emits;
+static void on_swim_emit(void *arg, uint64_t to, const char *to_addr,
+                         const kv_swim_msg *m) {
+  (void)arg;
+  (void)to_addr;
+  swim_emits++;
+  FUZZ_CHECK(to != SELF_ID, "membership sent a message to itself");
+  FUZZ_CHECK(m->from == SELF_ID, "membership sent as %llx",
+             (unsigned long long)m->from);
+  kv_buf enc;
+  kv_swim_encode(m, &enc);
+  Kvpb__PeerMessage *pm = kvpb__peer_message__unpack(NULL, enc.len, enc.data);
+  FUZZ_CHECK(pm && pm->body_case == KVPB__PEER_MESSAGE__BODY_SWIM,
+             "an emitted SWIM message does not decode");
+  kv_swim_decoded d;
+  FUZZ_CHECK(kv_swim_decode(pm->swim, &d) == KV_OK,
+             "an emitted SWIM message is refused");
+  FUZZ_CHECK(d.msg.type == m->type && d.msg.nupdates == m->nupdates,
+             "a SWIM message changed on the wire");
+  kv_swim_decoded_fini(&d);
+  kvpb__peer_message__free_unpacked(pm, NULL);
+  kv_buf_free(&enc);
+}
+
+/* A Swim body: decoded and handed to a fresh membership core (which knows
+ * one member), then its timers run; it must refuse or take the message,
+ * never crash, and what it sends must be well formed. */
+static void handle_swim(const Kvpb__Swim *sw) {
+  kv_swim_decoded d;
+  if (kv_swim_decode(sw, &d) != KV_OK) return;
+  kv_rng r = {1};
+  kv_swim *s = kv_swim_new(NULL, SELF_ID, "self", "self:1", 1000, &r);
+  kv_swim_update peer = {PEER_ID, 5, KV_SWIM_ALIVE, 0, "peer", "peer:1"};
+  kv_swim_msg hello = {.type = KV_SWIM_GOSSIP, .from = PEER_ID,
+                       .from_addr = "peer:1", .updates = &peer,
+                       .nupdates = 1};
+  swim_emits = 0;
+  FUZZ_CHECK(kv_swim_recv(s, 1000, &r, &hello, on_swim_emit, NULL) == KV_OK,
+             "a valid gossip was refused");
+  int rc = kv_swim_recv(s, 1001, &r, &d.msg, on_swim_emit, NULL);
+  FUZZ_CHECK(rc == KV_OK || rc == KV_BAD_REQUEST, "swim recv: %s",
+             kv_err_name(rc));
+  for (uint64_t t = 1000; t < 12000; t = kv_swim_tick(s, t, &r, on_swim_emit,
+                                                      NULL) + 1)
+    ;
+  kv_swim_free(s);
+  kv_swim_decoded_fini(&d);
+}
+
 static void handle_body(const uint8_t *body, size_t len) {
   Kvpb__PeerMessage *m = kvpb__peer_message__unpack(NULL, len, body);
   int c = m ? (int)m->body_case : -1;
   if (m) FUZZ_CHECK_REPACK(Kvpb__PeerMessage, kvpb__peer_message, m);
+  if (c == KVPB__PEER_MESSAGE__BODY_SWIM) handle_swim(m->swim);
 
   uint64_t id = 0;
   bool ti = false;

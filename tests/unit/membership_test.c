@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "proto/peer.pb-c.h"
 #include "sync/membership.h"
 #include "sync/rng.h"
 #include "tests/unit/testutil.h"
@@ -250,6 +251,52 @@ static void test_swim_start_incarnation(void **st) {
   out_clear(&ob);
   kv_swim_free(a);
   kv_swim_free(b);
+}
+
+/* The wire form: encode, unpack as a peer message, decode: the same
+ * message; hostile states and counts are refused. */
+static void test_swim_wire_round_trip(void **st) {
+  (void)st;
+  kv_swim_update ups[2] = {{7, 42, KV_SWIM_SUSPECT, 9, NULL, NULL},
+                           {8, 1, KV_SWIM_ALIVE, 0, "n8", "h:8"}};
+  kv_swim_msg m = {.type = KV_SWIM_PING_REQ, .seq = 77, .from = 3,
+                   .from_addr = "h:3", .target = 8, .target_addr = "h:8",
+                   .updates = ups, .nupdates = 2};
+  kv_buf enc;
+  kv_swim_encode(&m, &enc);
+  Kvpb__PeerMessage *pm = kvpb__peer_message__unpack(NULL, enc.len, enc.data);
+  assert_non_null(pm);
+  assert_int_equal(pm->body_case, KVPB__PEER_MESSAGE__BODY_SWIM);
+  kv_swim_decoded d;
+  assert_int_equal(kv_swim_decode(pm->swim, &d), KV_OK);
+  assert_int_equal(d.msg.type, KV_SWIM_PING_REQ);
+  assert_int_equal(d.msg.seq, 77);
+  assert_int_equal(d.msg.from, 3);
+  assert_string_equal(d.msg.from_addr, "h:3");
+  assert_int_equal(d.msg.target, 8);
+  assert_string_equal(d.msg.target_addr, "h:8");
+  assert_false(d.msg.join || d.msg.reply);
+  assert_int_equal(d.msg.nupdates, 2);
+  assert_int_equal(d.msg.updates[0].id, 7);
+  assert_int_equal(d.msg.updates[0].incarnation, 42);
+  assert_int_equal(d.msg.updates[0].state, KV_SWIM_SUSPECT);
+  assert_int_equal(d.msg.updates[0].from, 9);
+  assert_null(d.msg.updates[0].name); /* empty on the wire: NULL again */
+  assert_string_equal(d.msg.updates[1].addr, "h:8");
+  kv_swim_decoded_fini(&d);
+  /* A state outside 1..4 is refused, and so is a count above the bound. */
+  pm->swim->updates[1]->state = 5;
+  assert_int_equal(kv_swim_decode(pm->swim, &d), KV_BAD_REQUEST);
+  assert_null(d.ups);
+  pm->swim->updates[1]->state = 0;
+  assert_int_equal(kv_swim_decode(pm->swim, &d), KV_BAD_REQUEST);
+  pm->swim->updates[1]->state = KV_SWIM_LEFT;
+  size_t n = pm->swim->n_updates;
+  pm->swim->n_updates = KV_SWIM_MAX_UPDATES + 1;
+  assert_int_equal(kv_swim_decode(pm->swim, &d), KV_BAD_REQUEST);
+  pm->swim->n_updates = n;
+  kvpb__peer_message__free_unpacked(pm, NULL);
+  kv_buf_free(&enc);
 }
 
 /* ---- probing ---- */
@@ -1397,6 +1444,7 @@ int main(void) {
       cmocka_unit_test(test_swim_retransmit_limit),
       cmocka_unit_test(test_swim_defaults_are_memberlist_lan),
       cmocka_unit_test(test_swim_start_incarnation),
+      cmocka_unit_test(test_swim_wire_round_trip),
       cmocka_unit_test(test_swim_probe_direct_ack),
       cmocka_unit_test(test_swim_ping_for_other_id_not_acked),
       cmocka_unit_test(test_swim_probe_indirect_then_suspect),

@@ -755,7 +755,10 @@ static void test_limits_request_flood(void **state) {
     fail_msg("kvd still holds +%ld MiB 5 s after the flood",
              (now_rss - base) >> 10);
   kvc_status_info s = status_of(p);
-  assert_true(s.output_paused >= 1);
+  /* The non-reading flooders pile up enough replies to pause their output
+   * only at full speed (under a sanitizer kvd may not get there in 4 s;
+   * the output-buffer test checks the pause on its own). */
+  if (memory_bounds_checked()) assert_true(s.output_paused >= 1);
   assert_int_equal(s.input_buffer_bytes, 0);
   IT_END(f);
 }

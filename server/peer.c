@@ -475,12 +475,14 @@ static void flush_batches(kvd_peers *ps) {
 
 static void on_rumor_timer(uv_timer_t *t);
 
+/* The rumor core runs on the monotonic clock: its ticks are paced, and a
+ * wall-clock step back must not hold them up. */
 static void rumor_tick(kvd_peers *ps) {
   uint64_t alive[MAX_PEERS];
   size_t n = 0;
   for (size_t i = 0; i < ps->npeers; i++)
     if (peer_alive(ps->peers[i])) alive[n++] = ps->peers[i]->id;
-  uint64_t now = now_ms();
+  uint64_t now = kvd_mono_ms();
   uint64_t next =
       kv_rumor_tick(ps->rumor, now, &ps->rng, alive, n, rumor_emit, ps);
   flush_batches(ps);
@@ -492,10 +494,14 @@ static void rumor_tick(kvd_peers *ps) {
 
 static void on_rumor_timer(uv_timer_t *t) { rumor_tick(t->data); }
 
-/* Pushes on the next loop iteration, so every write completed in this
- * wake-up is coalesced into one message per peer. */
+/* Arms the timer for the core's next tick: for a local write, on the next
+ * loop iteration, so every write completed in this wake-up goes in one
+ * batch per peer; for news from a peer, when the core's interval allows. */
 static void rumor_soon(kvd_peers *ps) {
-  if (!ps->stopping) uv_timer_start(&ps->rumor_timer, on_rumor_timer, 0, 0);
+  uint64_t due = kv_rumor_next_due(ps->rumor), now = kvd_mono_ms();
+  if (ps->stopping || due == UINT64_MAX) return;
+  uv_timer_start(&ps->rumor_timer, on_rumor_timer, due > now ? due - now : 0,
+                 0);
 }
 
 static void digest_of(const uint8_t *obj, size_t len, uint8_t d[16]) {
@@ -508,39 +514,81 @@ void kvd_peers_local_write(kvd *srv, const kv_write *w) {
   uint8_t d[16];
   digest_of(w->object.data, w->object.len, d);
   kv_rumor_add(ps->rumor, w->key, w->keylen, w->object.data, w->object.len, d,
-               0, now_ms());
+               0, kvd_mono_ms());
   rumor_soon(ps);
 }
 
-/* A merge on behalf of a peer: a rumor (acked, maybe forwarded) or an
- * anti-entropy repair. Owns copies of key and object. */
+/* The acks owed for one Rumors message: one RumorAcks answers the whole
+ * message, sent when the last of its merges has completed. A rumor whose
+ * merge was never submitted (dropped) gets no ack. */
+typedef struct ack_batch {
+  uint64_t to;
+  size_t holds; /* merges in flight, plus one while they are submitted */
+  size_t n;     /* acks filled in */
+  Kvpb__RumorAck *acks;
+  Kvpb__RumorAck **ackp;
+  uint8_t (*digests)[16];
+} ack_batch;
+
+static ack_batch *ack_batch_new(uint64_t to, size_t cap) {
+  ack_batch *ab = kv_calloc(1, sizeof *ab);
+  ab->to = to;
+  ab->holds = 1;
+  ab->acks = kv_calloc(cap ? cap : 1, sizeof *ab->acks);
+  ab->ackp = kv_calloc(cap ? cap : 1, sizeof *ab->ackp);
+  ab->digests = kv_calloc(cap ? cap : 1, sizeof *ab->digests);
+  return ab;
+}
+
+/* Takes key (ownership moves in) and a copy of digest. */
+static void ack_batch_put(ack_batch *ab, kv_buf *key, const uint8_t digest[16],
+                          bool news) {
+  Kvpb__RumorAck *a = &ab->acks[ab->n];
+  kvpb__rumor_ack__init(a);
+  a->key.data = key->data;
+  a->key.len = key->len;
+  *key = (kv_buf){0};
+  memcpy(ab->digests[ab->n], digest, 16);
+  a->digest.data = ab->digests[ab->n];
+  a->digest.len = 16;
+  a->news = news;
+  ab->ackp[ab->n] = a;
+  ab->n++;
+}
+
+/* Drops one hold; the last sends the acks (if any, and unless stopping) and
+ * frees the batch. */
+static void ack_batch_release(kvd_peers *ps, ack_batch *ab) {
+  if (--ab->holds > 0) return;
+  peer *pe = peer_by_id(ps, ab->to);
+  if (pe && ab->n > 0 && !ps->stopping) {
+    Kvpb__PeerMessage m = KVPB__PEER_MESSAGE__INIT;
+    Kvpb__RumorAcks as = KVPB__RUMOR_ACKS__INIT;
+    m.body_case = KVPB__PEER_MESSAGE__BODY_RUMOR_ACKS;
+    m.rumor_acks = &as;
+    as.n_acks = ab->n;
+    as.acks = ab->ackp;
+    send_msg(pe, &m);
+  }
+  for (size_t i = 0; i < ab->n; i++)
+    free(ab->acks[i].key.data);
+  free(ab->acks);
+  free(ab->ackp);
+  free(ab->digests);
+  free(ab);
+}
+
+/* A merge on behalf of a peer: a rumor (acked, maybe forwarded; acks is its
+ * message's batch) or an anti-entropy repair (acks is NULL). Owns copies of
+ * key and object. */
 typedef struct peer_merge {
   kvd_write kw;
   kvd_peers *ps;
   uint64_t sender;
-  bool rumor;
+  ack_batch *acks;
   uint8_t digest[16];
   kv_buf key, obj;
 } peer_merge;
-
-static void send_ack(kvd_peers *ps, uint64_t to, const kv_buf *key,
-                     const uint8_t digest[16], bool news) {
-  peer *pe = peer_by_id(ps, to);
-  if (!pe) return;
-  Kvpb__PeerMessage m = KVPB__PEER_MESSAGE__INIT;
-  Kvpb__RumorAcks as = KVPB__RUMOR_ACKS__INIT;
-  Kvpb__RumorAck a = KVPB__RUMOR_ACK__INIT, *ap = &a;
-  m.body_case = KVPB__PEER_MESSAGE__BODY_RUMOR_ACKS;
-  m.rumor_acks = &as;
-  as.n_acks = 1;
-  as.acks = &ap;
-  a.key.data = key->data;
-  a.key.len = key->len;
-  a.digest.data = (uint8_t *)digest;
-  a.digest.len = 16;
-  a.news = news;
-  send_msg(pe, &m);
-}
 
 static void merge_done(kvd_write *kw) {
   peer_merge *pm = (peer_merge *)kw;
@@ -550,29 +598,34 @@ static void merge_done(kvd_write *kw) {
   if (w->status != KV_OK)
     log_debug("peer_merge_failed", "err=%s", kv_err_name(w->status));
   if (w->status == KV_OK && w->changed) {
-    if (pm->rumor)
+    if (pm->acks)
       ps->rumors_news++;
     else
       ps->ae_repairs++;
   }
-  if (pm->rumor && !ps->stopping) {
+  if (pm->acks && !ps->stopping) {
     bool news = w->status == KV_OK && w->changed;
-    send_ack(ps, pm->sender, &pm->key, pm->digest, news);
     if (news && ps->srv->cfg->rumors_n) {
       uint8_t d[16];
       digest_of(w->object.data, w->object.len, d);
       kv_rumor_add(ps->rumor, pm->key.data, pm->key.len, w->object.data,
-                   w->object.len, d, pm->sender, now_ms());
+                   w->object.len, d, pm->sender, kvd_mono_ms());
       rumor_soon(ps);
+    } else if (!news) {
+      /* The sender holds what it sent: never push it that version. */
+      kv_rumor_peer_has(ps->rumor, pm->sender, pm->key.data, pm->key.len,
+                        pm->digest);
     }
+    ack_batch_put(pm->acks, &pm->key, pm->digest, news);
   }
+  if (pm->acks) ack_batch_release(ps, pm->acks);
   kv_write_fini(w);
   kv_buf_free(&pm->key);
   kv_buf_free(&pm->obj);
   free(pm);
 }
 
-static void submit_merge(kvd_peers *ps, uint64_t sender, bool rumor,
+static void submit_merge(kvd_peers *ps, uint64_t sender, ack_batch *acks,
                          const uint8_t *key, size_t keylen, const uint8_t *obj,
                          size_t objlen) {
   if (keylen == 0 || keylen > KV_STORE_MAX_KEY ||
@@ -583,7 +636,7 @@ static void submit_merge(kvd_peers *ps, uint64_t sender, bool rumor,
   peer_merge *pm = kv_calloc(1, sizeof *pm);
   pm->ps = ps;
   pm->sender = sender;
-  pm->rumor = rumor;
+  pm->acks = acks;
   pm->key = kv_buf_dup(key, keylen);
   pm->obj = kv_buf_dup(obj, objlen);
   digest_of(obj, objlen, pm->digest);
@@ -594,7 +647,10 @@ static void submit_merge(kvd_peers *ps, uint64_t sender, bool rumor,
   pm->kw.w.keylen = pm->key.len;
   pm->kw.w.remote = pm->obj.data ? pm->obj.data : (const uint8_t *)"";
   pm->kw.w.remotelen = pm->obj.len;
+  /* Held before submitting, in case the merge completes at once. */
+  if (acks) acks->holds++;
   if (kvd_submit_write(ps->srv, &pm->kw) != KV_OK) {
+    if (acks) acks->holds--; /* the caller's hold keeps it above 0 */
     kv_buf_free(&pm->key);
     kv_buf_free(&pm->obj);
     free(pm);
@@ -657,7 +713,7 @@ typedef struct ae_merge_ctx {
 static void ae_merge(void *arg, const uint8_t *key, size_t keylen,
                      const uint8_t *obj, size_t objlen) {
   ae_merge_ctx *c = arg;
-  submit_merge(c->ps, c->sender, false, key, keylen, obj, objlen);
+  submit_merge(c->ps, c->sender, NULL, key, keylen, obj, objlen);
 }
 
 static void ae_finish(kvd_peers *ps, const char *outcome) {
@@ -1238,14 +1294,17 @@ static void handle_message(kvd_peers *ps, pconn *pc, const uint8_t *msg,
   peer *pe = peer_by_id(ps, sender);
   if (pe) pe->bytes_received += len;
   switch (m->body_case) {
-  case KVPB__PEER_MESSAGE__BODY_RUMORS:
+  case KVPB__PEER_MESSAGE__BODY_RUMORS: {
     ps->rumors_received += m->rumors->n_rumors;
+    ack_batch *ab = ack_batch_new(sender, m->rumors->n_rumors);
     for (size_t i = 0; i < m->rumors->n_rumors; i++) {
       Kvpb__Rumor *r = m->rumors->rumors[i];
-      submit_merge(ps, sender, true, r->key.data, r->key.len, r->object.data,
+      submit_merge(ps, sender, ab, r->key.data, r->key.len, r->object.data,
                    r->object.len);
     }
+    ack_batch_release(ps, ab);
     break;
+  }
   case KVPB__PEER_MESSAGE__BODY_RUMOR_ACKS:
     for (size_t i = 0; i < m->rumor_acks->n_acks; i++) {
       Kvpb__RumorAck *a = m->rumor_acks->acks[i];
@@ -1253,9 +1312,9 @@ static void handle_message(kvd_peers *ps, pconn *pc, const uint8_t *msg,
           a->key.len > KV_STORE_MAX_KEY)
         continue;
       kv_rumor_ack(ps->rumor, sender, a->key.data, a->key.len, a->digest.data,
-                   a->news, now_ms());
+                   a->news, kvd_mono_ms());
     }
-    rumor_soon(ps);
+    rumor_soon(ps); /* a round-trip sample may bring the tick forward */
     break;
   case KVPB__PEER_MESSAGE__BODY_HELLO:
     handle_hello(ps, pc, m->hello, sender);

@@ -1,14 +1,14 @@
 /*
  * The hot set is one allocation per rumor (header, then key, then object
- * bytes) threaded through four structures: a chained hash table by key, a
- * list in add order (oldest first, for eviction and for deterministic
- * processing), and exactly one of the ready list (due at the next tick) or
- * the deadline heap (a round in flight, keyed by (deadline, seq)), except
- * inside kv_rumor_tick. So a tick touches only due rumors, and every removal
- * is O(1) or O(log n).
+ * bytes) threaded through a chained hash table by key and a list in add
+ * order (oldest first, for eviction and for deterministic processing). Each
+ * rumor carries the peers known to hold its version. A tick walks the whole
+ * hot set, which stays small in steady state (a rumor lives max_rounds
+ * ticks at most) and is bounded by max_rumors.
  * Invariants: bytes is the sum of key+object lengths and never exceeds
- * max_bytes; count never exceeds max_rumors; a rumor's `pending` is the
- * number of peers of its latest round that have not acked.
+ * max_bytes; count never exceeds max_rumors; a peer appears at most once in
+ * a rumor's known list; a hot rumor has been pushed in fewer than
+ * max_rounds ticks (it dies on its last).
  */
 #include "sync/rumor.h"
 
@@ -19,49 +19,61 @@
 #include "proto/buf.h"
 #include "proto/kv_err.h"
 
-#define NO_HEAP SIZE_MAX
 #define MIN_BUCKETS 64
+/* Batches remembered for round-trip samples: enough for several ticks of
+ * fanout batches, few enough to scan on every ack. */
+#define RTT_RING 64
 
-/* One peer this version was pushed to: in which round, and whether it has
- * acked (a second ack from it is a duplicate and is ignored). */
-typedef struct target {
+enum { K_PUSHED = 1, K_ACKED = 2 };
+
+/* A peer known to hold this version. K_PUSHED: we pushed it (an ack from it
+ * is accepted); K_ACKED: it has acked (a second ack is a duplicate). A peer
+ * known without K_PUSHED is the sender or one that pushed it to us. */
+typedef struct known {
   uint64_t peer;
-  uint32_t round;
-  bool acked;
-} target;
+  uint8_t flags;
+} known;
 
 typedef struct rumor {
   struct rumor *hnext;         /* hash chain */
   struct rumor *older, *newer; /* add order */
-  struct rumor *rprev, *rnext; /* ready list, when ready */
-  uint64_t hash, seq, from;
-  uint64_t due;  /* ready: when it became due; else its round's deadline */
-  size_t heap_i; /* index in the heap, else NO_HEAP */
-  bool ready;
-  uint32_t rounds;   /* push rounds done */
-  uint32_t not_news; /* not-news acks received */
-  uint32_t pending;  /* acks outstanding in round `rounds` */
-  target *sent;
-  uint32_t nsent, capsent;
+  uint64_t hash;
+  uint64_t pushed_tick; /* the last tick that pushed it (0: none) */
+  uint32_t rounds;      /* ticks that pushed it */
+  uint32_t not_news;    /* not-news acks received */
+  known *kn;
+  uint32_t nkn, capkn;
   uint8_t digest[16];
   size_t keylen, objlen;
   uint8_t data[]; /* key, then object */
 } rumor;
+
+/* A recent batch: to whom, when, and a signature of its first rumor (key
+ * hash and digest), whose ack identifies the batch. */
+typedef struct sent_batch {
+  uint64_t peer, sig, at;
+} sent_batch;
 
 struct kv_rumor {
   kv_rumor_opts o;
   rumor **buckets;
   size_t nbuckets, count, bytes;
   rumor *oldest, *newest;
-  rumor *ready_head, *ready_tail;
-  uint64_t ready_min; /* <= every ready rumor's due (equal unless removed) */
-  rumor **heap;
-  size_t heap_len, heap_cap;
-  rumor **due; /* tick scratch */
-  size_t due_cap;
-  uint64_t *cand; /* tick scratch */
+  uint64_t *cand; /* tick scratch: the candidates not yet picked */
   size_t cand_cap;
-  uint64_t next_seq;
+  /* The round robin: a shuffled copy of the candidates when it was last
+   * restarted, and the next position in it. */
+  uint64_t *order;
+  size_t norder, at, order_cap;
+  uint64_t ticks;     /* ticks so far (numbers them from 1) */
+  uint64_t last_tick; /* time of the last tick, if ticks > 0 */
+  uint64_t wake;      /* earliest add since the last tick that wants a tick
+                         at once (a local write, or any add before the first
+                         tick); UINT64_MAX if none */
+  uint64_t srtt;      /* smoothed round trip, ms; 0 before the first sample */
+  bool sampled;       /* srtt holds a sample */
+  sent_batch ring[RTT_RING];
+  size_t ring_next;
   bool in_tick;
   kv_rumor_stats st;
 };
@@ -72,21 +84,28 @@ kv_rumor *kv_rumor_new(const kv_rumor_opts *o) {
   if (!r->o.fanout) r->o.fanout = KV_RUMOR_DEFAULT_FANOUT;
   if (!r->o.k) r->o.k = KV_RUMOR_DEFAULT_K;
   if (!r->o.max_rounds) r->o.max_rounds = KV_RUMOR_DEFAULT_MAX_ROUNDS;
-  if (!r->o.ack_timeout_ms)
-    r->o.ack_timeout_ms = KV_RUMOR_DEFAULT_ACK_TIMEOUT_MS;
+  if (!r->o.min_interval_ms)
+    r->o.min_interval_ms = KV_RUMOR_DEFAULT_MIN_INTERVAL_MS;
+  if (!r->o.max_interval_ms)
+    r->o.max_interval_ms = KV_RUMOR_DEFAULT_MAX_INTERVAL_MS;
+  if (r->o.max_interval_ms < r->o.min_interval_ms)
+    r->o.max_interval_ms = r->o.min_interval_ms;
   if (!r->o.max_rumors) r->o.max_rumors = KV_RUMOR_DEFAULT_MAX_RUMORS;
   if (!r->o.max_bytes) r->o.max_bytes = KV_RUMOR_DEFAULT_MAX_BYTES;
+  if (!r->o.max_batch_bytes)
+    r->o.max_batch_bytes = KV_RUMOR_DEFAULT_MAX_BATCH_BYTES;
   /* Rounds are counted in 32 bits; more than that many rounds is no rumor. */
   if (r->o.max_rounds > UINT32_MAX / 2) r->o.max_rounds = UINT32_MAX / 2;
   r->nbuckets = MIN_BUCKETS;
   r->buckets = kv_calloc(r->nbuckets, sizeof *r->buckets);
+  r->wake = UINT64_MAX;
   return r;
 }
 
 kv_rumor_opts kv_rumor_opts_get(const kv_rumor *r) { return r->o; }
 
 static void rumor_destroy(rumor *x) {
-  free(x->sent);
+  free(x->kn);
   free(x);
 }
 
@@ -98,9 +117,8 @@ void kv_rumor_free(kv_rumor *r) {
     rumor_destroy(x);
   }
   free(r->buckets);
-  free(r->heap);
-  free(r->due);
   free(r->cand);
+  free(r->order);
   free(r);
 }
 
@@ -147,89 +165,6 @@ static void hash_remove(kv_rumor *r, rumor *x) {
   *p = x->hnext;
 }
 
-/* ---- deadline heap, ordered by (due, seq) so ties break by age ---- */
-
-static bool heap_less(const rumor *a, const rumor *b) {
-  return a->due != b->due ? a->due < b->due : a->seq < b->seq;
-}
-
-static void heap_set(kv_rumor *r, size_t i, rumor *x) {
-  r->heap[i] = x;
-  x->heap_i = i;
-}
-
-static void heap_up(kv_rumor *r, size_t i) {
-  rumor *x = r->heap[i];
-  while (i > 0) {
-    size_t p = (i - 1) / 2;
-    if (!heap_less(x, r->heap[p])) break;
-    heap_set(r, i, r->heap[p]);
-    i = p;
-  }
-  heap_set(r, i, x);
-}
-
-static void heap_down(kv_rumor *r, size_t i) {
-  rumor *x = r->heap[i];
-  for (;;) {
-    size_t c = 2 * i + 1;
-    if (c >= r->heap_len) break;
-    if (c + 1 < r->heap_len && heap_less(r->heap[c + 1], r->heap[c])) c++;
-    if (!heap_less(r->heap[c], x)) break;
-    heap_set(r, i, r->heap[c]);
-    i = c;
-  }
-  heap_set(r, i, x);
-}
-
-static void heap_push(kv_rumor *r, rumor *x) {
-  if (r->heap_len == r->heap_cap) {
-    r->heap_cap = r->heap_cap ? r->heap_cap * 2 : 64;
-    r->heap = kv_realloc(r->heap, r->heap_cap * sizeof *r->heap);
-  }
-  heap_set(r, r->heap_len++, x);
-  heap_up(r, x->heap_i);
-}
-
-static void heap_remove(kv_rumor *r, rumor *x) {
-  size_t i = x->heap_i;
-  kv_assert(i < r->heap_len && r->heap[i] == x);
-  x->heap_i = NO_HEAP;
-  rumor *last = r->heap[--r->heap_len];
-  if (last == x) return;
-  heap_set(r, i, last);
-  heap_up(r, i);
-  heap_down(r, last->heap_i);
-}
-
-/* ---- ready list ---- */
-
-static void ready_append(kv_rumor *r, rumor *x, uint64_t now_ms) {
-  x->ready = true;
-  x->due = now_ms;
-  if (!r->ready_head || now_ms < r->ready_min) r->ready_min = now_ms;
-  x->rnext = NULL;
-  x->rprev = r->ready_tail;
-  if (r->ready_tail)
-    r->ready_tail->rnext = x;
-  else
-    r->ready_head = x;
-  r->ready_tail = x;
-}
-
-static void ready_remove(kv_rumor *r, rumor *x) {
-  if (x->rprev)
-    x->rprev->rnext = x->rnext;
-  else
-    r->ready_head = x->rnext;
-  if (x->rnext)
-    x->rnext->rprev = x->rprev;
-  else
-    r->ready_tail = x->rprev;
-  x->rprev = x->rnext = NULL;
-  x->ready = false;
-}
-
 /* ---- whole rumors ---- */
 
 /* Unthreads x from everything and frees it. The caller counts why. */
@@ -243,10 +178,6 @@ static void rumor_remove(kv_rumor *r, rumor *x) {
     x->newer->older = x->older;
   else
     r->newest = x->older;
-  if (x->ready)
-    ready_remove(r, x);
-  else if (x->heap_i != NO_HEAP)
-    heap_remove(r, x);
   r->count--;
   r->bytes -= x->keylen + x->objlen;
   rumor_destroy(x);
@@ -257,10 +188,19 @@ static void rumor_die(kv_rumor *r, rumor *x) {
   rumor_remove(r, x);
 }
 
-static target *find_sent(const rumor *x, uint64_t peer) {
-  for (uint32_t i = 0; i < x->nsent; i++)
-    if (x->sent[i].peer == peer) return &x->sent[i];
+static known *find_known(const rumor *x, uint64_t peer) {
+  for (uint32_t i = 0; i < x->nkn; i++)
+    if (x->kn[i].peer == peer) return &x->kn[i];
   return NULL;
+}
+
+static void known_append(rumor *x, uint64_t peer, uint8_t flags) {
+  if (x->nkn == x->capkn) {
+    kv_assert(x->capkn < UINT32_MAX / 2);
+    x->capkn = x->capkn ? x->capkn * 2 : 4;
+    x->kn = kv_realloc(x->kn, x->capkn * sizeof *x->kn);
+  }
+  x->kn[x->nkn++] = (known){.peer = peer, .flags = flags};
 }
 
 void kv_rumor_add(kv_rumor *r, const uint8_t *key, size_t keylen,
@@ -288,14 +228,13 @@ void kv_rumor_add(kv_rumor *r, const uint8_t *key, size_t keylen,
   rumor *x = kv_malloc(sizeof *x + total);
   memset(x, 0, sizeof *x);
   x->hash = h;
-  x->seq = r->next_seq++;
-  x->from = from;
-  x->heap_i = NO_HEAP;
   memcpy(x->digest, digest, sizeof x->digest);
   x->keylen = keylen;
   x->objlen = objlen;
   if (keylen) memcpy(x->data, key, keylen);
   if (objlen) memcpy(x->data + keylen, obj, objlen);
+  if (from) known_append(x, from, 0);
+  if ((from == 0 || r->ticks == 0) && now_ms < r->wake) r->wake = now_ms;
 
   hash_insert(r, x);
   x->older = r->newest;
@@ -304,141 +243,230 @@ void kv_rumor_add(kv_rumor *r, const uint8_t *key, size_t keylen,
   else
     r->oldest = x;
   r->newest = x;
-  ready_append(r, x, now_ms);
   r->count++;
   r->bytes += total;
+}
+
+/* The hot rumor for key at exactly digest, or NULL. */
+static rumor *find_version(const kv_rumor *r, const uint8_t *key, size_t keylen,
+                           const uint8_t digest[16]) {
+  rumor *x = lookup(r, key, keylen, XXH3_64bits(key, keylen));
+  if (!x || memcmp(x->digest, digest, sizeof x->digest) != 0) return NULL;
+  return x;
+}
+
+static uint64_t batch_sig(uint64_t keyhash, const uint8_t digest[16]) {
+  uint64_t d;
+  memcpy(&d, digest, sizeof d);
+  return keyhash ^ d;
+}
+
+/* If this ack answers a remembered batch, its age is a round-trip sample:
+ * srtt moves an eighth of the way to it (the first sample sets it), as
+ * TCP's does. The entry is spent, so a duplicated ack samples once. */
+static void rtt_sample(kv_rumor *r, uint64_t peer, uint64_t sig,
+                       uint64_t now_ms) {
+  for (size_t i = 0; i < RTT_RING; i++) {
+    sent_batch *b = &r->ring[i];
+    if (b->peer != peer || b->sig != sig) continue;
+    uint64_t rtt = now_ms > b->at ? now_ms - b->at : 0;
+    b->peer = 0;
+    if (!r->sampled)
+      r->srtt = rtt;
+    else if (rtt >= r->srtt)
+      r->srtt += (rtt - r->srtt) / 8;
+    else
+      r->srtt -= (r->srtt - rtt) / 8;
+    r->sampled = true;
+    return;
+  }
 }
 
 void kv_rumor_ack(kv_rumor *r, uint64_t peer, const uint8_t *key, size_t keylen,
                   const uint8_t digest[16], bool news, uint64_t now_ms) {
   kv_assert(!r->in_tick);
-  rumor *x = lookup(r, key, keylen, XXH3_64bits(key, keylen));
-  if (!x || memcmp(x->digest, digest, sizeof x->digest) != 0) return;
-  target *s = find_sent(x, peer);
-  if (!s || s->acked) return;
-  s->acked = true;
+  uint64_t h = XXH3_64bits(key, keylen);
+  if (peer != 0) rtt_sample(r, peer, batch_sig(h, digest), now_ms);
+  rumor *x = lookup(r, key, keylen, h);
+  if (x && memcmp(x->digest, digest, sizeof x->digest) != 0) x = NULL;
+  if (!x) return;
+  known *s = find_known(x, peer);
+  if (!s || !(s->flags & K_PUSHED) || (s->flags & K_ACKED)) return;
+  s->flags |= K_ACKED;
   r->st.acks++;
-  if (news) {
+  if (news)
     r->st.news_acks++;
-  } else if (++x->not_news >= r->o.k) {
+  else if (++x->not_news >= r->o.k)
     rumor_die(r, x);
-    return;
-  }
-  /* Only the latest round holds the rumor back; an ack from a round that
-   * already timed out still counted above but changes nothing here. */
-  if (!x->ready && s->round == x->rounds) {
-    kv_assert(x->pending > 0);
-    if (--x->pending == 0) {
-      heap_remove(r, x);
-      ready_append(r, x, now_ms);
-    }
-  }
+}
+
+void kv_rumor_peer_has(kv_rumor *r, uint64_t peer, const uint8_t *key,
+                       size_t keylen, const uint8_t digest[16]) {
+  kv_assert(!r->in_tick);
+  rumor *x = find_version(r, key, keylen, digest);
+  if (!x || peer == 0 || find_known(x, peer)) return;
+  known_append(x, peer, 0);
+  r->st.seen++;
 }
 
 /* ---- tick ---- */
 
-static int cmp_seq(const void *a, const void *b) {
-  const rumor *x = *(rumor *const *)a, *y = *(rumor *const *)b;
-  return (x->seq > y->seq) - (x->seq < y->seq);
+static bool eligible(const rumor *x, uint64_t peer) {
+  return !find_known(x, peer);
 }
 
-static void sent_append(rumor *x, uint64_t peer, uint32_t round) {
-  if (x->nsent == x->capsent) {
-    kv_assert(x->capsent < UINT32_MAX / 2);
-    x->capsent = x->capsent ? x->capsent * 2 : 4;
-    x->sent = kv_realloc(x->sent, x->capsent * sizeof *x->sent);
-  }
-  x->sent[x->nsent++] = (target){.peer = peer, .round = round, .acked = false};
+/* Whether some peer in peers[0..npeers) may still be pushed x. */
+static bool any_eligible(const rumor *x, const uint64_t *peers, size_t npeers) {
+  for (size_t i = 0; i < npeers; i++)
+    if (peers[i] != 0 && eligible(x, peers[i])) return true;
+  return false;
 }
 
-/* One round for a due rumor x: either it dies, or it is pushed to up to
- * fanout new peers and waits for their acks. */
-static void push_round(kv_rumor *r, rumor *x, uint64_t now_ms, kv_rng *rng,
-                       const uint64_t *peers, size_t npeers,
+/* Pushes to peer every hot rumor it may be pushed, newest first, as long as
+ * the batch stays within max_batch_bytes (the first rumor always goes). */
+static void push_batch(kv_rumor *r, uint64_t peer, uint64_t now_ms,
                        kv_rumor_emit_fn emit, void *arg) {
-  if (x->rounds >= r->o.max_rounds) {
-    rumor_die(r, x);
-    return;
-  }
-  size_t m = 0;
-  for (size_t i = 0; i < npeers; i++) {
-    if (x->from != 0 && peers[i] == x->from) continue;
-    if (find_sent(x, peers[i])) continue;
-    r->cand[m++] = peers[i];
-  }
-  kv_assert(m <= UINT32_MAX);
-
-  /* A partial Fisher-Yates shuffle: each pick is uniform among the
-   * candidates not yet picked. A repeated id in peers is skipped when met a
-   * second time, since it is then found in x->sent. */
-  uint32_t round = x->rounds + 1, picked = 0;
-  for (size_t i = 0; i < m && picked < r->o.fanout; i++) {
-    size_t j = i + kv_rng_below(rng, (uint32_t)(m - i));
-    uint64_t p = r->cand[j];
-    r->cand[j] = r->cand[i];
-    r->cand[i] = p;
-    if (find_sent(x, p)) continue;
-    sent_append(x, p, round);
-    picked++;
+  size_t bytes = 0;
+  bool any = false;
+  for (rumor *x = r->newest; x; x = x->older) {
+    if (!eligible(x, peer)) continue;
+    size_t sz = x->keylen + x->objlen, max = r->o.max_batch_bytes;
+    if (any && (bytes >= max || sz > max - bytes)) continue;
+    bytes += sz;
+    if (!any) {
+      r->ring[r->ring_next] =
+          (sent_batch){peer, batch_sig(x->hash, x->digest), now_ms};
+      r->ring_next = (r->ring_next + 1) % RTT_RING;
+    }
+    any = true;
+    known_append(x, peer, K_PUSHED);
+    x->pushed_tick = r->ticks;
     r->st.pushed++;
-    emit(arg, p, x->data, x->keylen, x->data + x->keylen, x->objlen);
+    emit(arg, peer, x->data, x->keylen, x->data + x->keylen, x->objlen);
   }
-  if (picked == 0) {
-    rumor_die(r, x);
-    return;
+  if (any) r->st.batches++;
+}
+
+/* Removes peer from cand[0..*m) if it is there; returns whether it was. */
+static bool take_candidate(uint64_t *cand, size_t *m, uint64_t peer) {
+  for (size_t j = 0; j < *m; j++) {
+    if (cand[j] == peer) {
+      cand[j] = cand[--*m];
+      return true;
+    }
   }
-  x->rounds = round;
-  x->pending = picked;
-  x->due = now_ms > UINT64_MAX - r->o.ack_timeout_ms
-               ? UINT64_MAX
-               : now_ms + r->o.ack_timeout_ms;
-  heap_push(r, x);
+  return false;
+}
+
+/* Restarts the round robin as a uniform shuffle of cand[0..m). */
+static void restart_order(kv_rumor *r, size_t m, kv_rng *rng) {
+  if (m > r->order_cap) {
+    r->order_cap = m;
+    r->order = kv_realloc(r->order, m * sizeof *r->order);
+  }
+  memcpy(r->order, r->cand, m * sizeof *r->order);
+  for (size_t i = m; i > 1; i--) {
+    size_t j = kv_rng_below(rng, (uint32_t)i);
+    uint64_t t = r->order[i - 1];
+    r->order[i - 1] = r->order[j];
+    r->order[j] = t;
+  }
+  r->norder = m;
+  r->at = 0;
 }
 
 uint64_t kv_rumor_tick(kv_rumor *r, uint64_t now_ms, kv_rng *rng,
                        const uint64_t *peers, size_t npeers,
                        kv_rumor_emit_fn emit, void *arg) {
   kv_assert(!r->in_tick);
-  /* Due rumors leave the ready list and the heap for the scratch array;
-   * until push_round puts each back in the heap (or frees it) it is in
-   * neither. */
-  size_t d = 0;
-  while (r->ready_head || (r->heap_len > 0 && r->heap[0]->due <= now_ms)) {
-    rumor *x = r->ready_head ? r->ready_head : r->heap[0];
-    if (x->ready)
-      ready_remove(r, x);
-    else
-      heap_remove(r, x);
-    if (d == r->due_cap) {
-      r->due_cap = r->due_cap ? r->due_cap * 2 : 64;
-      r->due = kv_realloc(r->due, r->due_cap * sizeof *r->due);
-    }
-    r->due[d++] = x;
-  }
-  if (d == 0) return kv_rumor_next_due(r);
+  uint64_t due = kv_rumor_next_due(r);
+  if (due == UINT64_MAX || now_ms < due) return due;
+  r->ticks++;
+  r->last_tick = now_ms;
+  r->wake = UINT64_MAX;
   if (npeers > r->cand_cap) {
     r->cand_cap = npeers;
     r->cand = kv_realloc(r->cand, r->cand_cap * sizeof *r->cand);
   }
-  /* Oldest first, whatever made each rumor due, so that equal inputs give
-   * equal emits. */
-  qsort(r->due, d, sizeof *r->due, cmp_seq);
 
+  /* The candidates: each distinct peer that may be pushed at least one hot
+   * rumor. The newest rumors are the likeliest to qualify, so the search
+   * usually stops at the first. */
+  size_t m = 0;
+  for (size_t i = 0; i < npeers; i++) {
+    uint64_t p = peers[i];
+    bool dup = p == 0;
+    for (size_t j = 0; j < m && !dup; j++)
+      dup = r->cand[j] == p;
+    if (dup) continue;
+    for (rumor *x = r->newest; x; x = x->older) {
+      if (eligible(x, p)) {
+        r->cand[m++] = p;
+        break;
+      }
+    }
+  }
+  kv_assert(m <= UINT32_MAX);
+
+  /* The targets, from the round robin. A peer drawn independently every
+   * tick is often one this node pushed the same rumors to a tick ago, which
+   * wastes the slot; going round a shuffled order reaches every candidate
+   * once per turn. Peers that became candidates during a turn wait for the
+   * next one; those that stopped being candidates are skipped. */
   r->in_tick = true;
-  for (size_t i = 0; i < d; i++)
-    push_round(r, r->due[i], now_ms, rng, peers, npeers, emit, arg);
+  bool restarted = false;
+  for (unsigned picked = 0; picked < r->o.fanout && m > 0;) {
+    if (r->at == r->norder) {
+      if (restarted) break; /* every candidate has been picked */
+      restart_order(r, m, rng);
+      restarted = true;
+    }
+    uint64_t p = r->order[r->at++];
+    if (!take_candidate(r->cand, &m, p)) continue;
+    push_batch(r, p, now_ms, emit, arg);
+    picked++;
+  }
   r->in_tick = false;
+
+  /* A rumor pushed in this tick has had one more round, and dies on its
+   * max_rounds-th; one that was not pushed dies if no alive peer is left
+   * that may be pushed it. */
+  for (rumor *x = r->oldest, *next; x; x = next) {
+    next = x->newer;
+    if (x->pushed_tick == r->ticks) {
+      if (++x->rounds >= r->o.max_rounds) rumor_die(r, x);
+    } else if (!any_eligible(x, peers, npeers)) {
+      rumor_die(r, x);
+    }
+  }
   return kv_rumor_next_due(r);
 }
 
+uint64_t kv_rumor_interval(const kv_rumor *r) {
+  if (r->o.interval_ms) return r->o.interval_ms;
+  if (!r->sampled) return r->o.max_interval_ms;
+  uint64_t i = r->srtt / KV_RUMOR_RTT_DIVISOR;
+  if (i < r->o.min_interval_ms) i = r->o.min_interval_ms;
+  if (i > r->o.max_interval_ms) i = r->o.max_interval_ms;
+  return i;
+}
+
 uint64_t kv_rumor_next_due(const kv_rumor *r) {
-  uint64_t t = r->ready_head ? r->ready_min : UINT64_MAX;
-  if (r->heap_len > 0 && r->heap[0]->due < t) t = r->heap[0]->due;
+  if (r->count == 0) return UINT64_MAX;
+  uint64_t t = r->wake;
+  if (r->ticks > 0) {
+    uint64_t i = kv_rumor_interval(r);
+    uint64_t paced =
+        r->last_tick > UINT64_MAX - i ? UINT64_MAX : r->last_tick + i;
+    if (paced < t) t = paced;
+  }
   return t;
 }
 
 void kv_rumor_stats_get(const kv_rumor *r, kv_rumor_stats *out) {
   *out = r->st;
+  out->srtt_ms = r->sampled ? r->srtt : 0;
+  out->interval_ms = kv_rumor_interval(r);
   out->hot = r->count;
   out->hot_bytes = r->bytes;
 }

@@ -13,7 +13,8 @@
  *                                fail; see sim_break_name for the names)
  *   sim --print-hash --seed S    prints the run's trace hash only
  *   sim --scale [gossip|membership] [--fanout F] [--rumor-k K] [--rounds R]
- *       [--batch-ms T] [--ack-batch] [--nodes N] [--members N]
+ *       [--interval-ms T] [--rate R] [--link-ms L] [--no-ae] [--nodes N]
+ *       [--members N]
  *                                the measurements of bench/RESULTS.md
  */
 #include <inttypes.h>
@@ -115,7 +116,7 @@ void sim_cfg_from_seed(uint64_t seed, sim_cfg *c) {
     c->rumor.fanout = 1 + kv_rng_below(&g, 4);
     c->rumor.k = 1 + kv_rng_below(&g, 3);
     c->rumor.max_rounds = 1 + kv_rng_below(&g, 5);
-    c->rumor.ack_timeout_ms = 50 + kv_rng_below(&g, 1000);
+    c->rumor.interval_ms = 1 + kv_rng_below(&g, 100);
     c->rumor.max_rumors = 1 + kv_rng_below(&g, 8);
     c->rumor.max_bytes = 100 + kv_rng_below(&g, 4000);
   }
@@ -288,7 +289,8 @@ static void usage(void) {
           "seed's scenario)\n"
           "       %s --scale [gossip|membership] [--seed S] [--fanout F] "
           "[--rumor-k K] [--rounds R]\n"
-          "           [--batch-ms T] [--ack-batch] [--nodes N] [--members N]\n"
+          "           [--interval-ms T] [--rate R] [--link-ms L] [--no-ae] "
+          "[--nodes N] [--members N]\n"
           "breaks:",
           argv0, argv0);
   for (int b = 1; b < BRK_COUNT; b++)
@@ -352,11 +354,17 @@ int main(int argc, char **argv) {
     } else if (!strcmp(a, "--rounds") && v) {
       so.max_rounds = (unsigned)strtoul(v, NULL, 0);
       i++;
-    } else if (!strcmp(a, "--batch-ms") && v) {
-      so.batch_ms = strtoull(v, NULL, 0);
+    } else if (!strcmp(a, "--link-ms") && v) {
+      so.link_ms = (unsigned)strtoul(v, NULL, 0);
       i++;
-    } else if (!strcmp(a, "--ack-batch")) {
-      so.ack_batch = true;
+    } else if (!strcmp(a, "--rate") && v) {
+      so.rate = (unsigned)strtoul(v, NULL, 0);
+      i++;
+    } else if (!strcmp(a, "--no-ae")) {
+      so.no_ae = true;
+    } else if (!strcmp(a, "--interval-ms") && v) {
+      so.interval_ms = strtoull(v, NULL, 0);
+      i++;
     } else if (!strcmp(a, "--members") && v) {
       so.members = (int)strtol(v, NULL, 0);
       i++;

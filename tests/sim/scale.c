@@ -2,13 +2,17 @@
  * Measurements at scale, in the simulator (bench/RESULTS.md, "Simulator").
  *
  * gossip: Gossip Glomers 3d on the rumor core. 25 replicas, every link a
- * constant 100 ms, no loss; after 30 s for membership to form, 100 writes/s
- * of fresh keys for 20 s to random replicas, then 30 s more. For each write,
- * the stable latency is the time until all 25 replicas hold it (whether by
- * rumor or by anti-entropy); messages per write count the rumor messages
- * (pushes, coalesced per peer and tick as peer.c does, and acks) sent from the
- * first write to the end, divided by the writes. Anti-entropy and membership
- * traffic are reported beside it.
+ * constant 100 ms, no loss; after 30 s for membership to form, 2,000 writes
+ * of fresh keys to random replicas at 100/s (--rate), then 30 s more. For each
+ * write, the stable latency is the time until all 25 replicas hold it (whether
+ * by rumor or by anti-entropy); messages per write count the rumor messages
+ * (one per peer per tick with all of the tick's rumors for that peer, and
+ * one ack message per rumor message, as peer.c sends them) from the first
+ * write to the end, divided by the writes. Anti-entropy and membership
+ * traffic are reported beside it, and so is whether rumors alone reached
+ * every replica with each write (anti-entropy, running every 2 s, sometimes
+ * gets a write to a replica before a rumor still in flight does: that is a
+ * race, not a write left to anti-entropy). --no-ae leaves rumors alone.
  *
  * membership: N members (1,000) of sync/membership alone, links 1-5 ms, no
  * loss. Members boot 20 ms apart, each joining through a random earlier one;
@@ -27,17 +31,19 @@ enum { SC_BOOT = 1, SC_WRITE, SC_CRASH };
 /* ---- gossip ---- */
 
 #define G_WARMUP_MS 30000
-#define G_RATE_GAP_MS 10 /* 100 writes/s */
+#define G_RATE 100 /* writes/s unless --rate says otherwise */
 #define G_WRITES 2000
 #define G_TAIL_MS 30000
 
 typedef struct gstate {
   int n;
-  uint64_t *t0;   /* write time per write index */
-  uint64_t *lat;  /* time until all replicas held it; UINT64_MAX: not yet */
-  uint32_t *have; /* bitmap words per write: which replicas hold it */
+  uint64_t gap_ms; /* between writes */
+  uint64_t *t0;    /* write time per write index */
+  uint64_t *lat;   /* time until all replicas held it; UINT64_MAX: not yet */
+  uint32_t *have;  /* bitmap words per write: which replicas hold it */
   int *count;
-  int *by_ae; /* replicas that got it through anti-entropy */
+  int *by_ae;         /* replicas that got it through anti-entropy first */
+  uint32_t *by_rumor; /* which replicas a rumor of it reached (or wrote it) */
   int written;
 } gstate;
 
@@ -60,10 +66,16 @@ static void g_change(world *w, int node, const uint8_t *key, size_t len) {
   if (++g->count[k] == g->n) g->lat[k] = w->now - g->t0[k];
 }
 
+static void g_rumor(world *w, int node, const uint8_t *key, size_t len) {
+  gstate *g = w->scale;
+  int k = key_index(key, len);
+  if (k >= 0 && k < g->written) g->by_rumor[k] |= 1u << node;
+}
+
 static void g_event(world *w, const event *e) {
   gstate *g = w->scale;
   if (e->gen != SC_WRITE || g->written >= G_WRITES) return;
-  ev_push(w, w->now + G_RATE_GAP_MS, EV_SCALE, -1, SC_WRITE, NULL);
+  ev_push(w, w->now + g->gap_ms, EV_SCALE, -1, SC_WRITE, NULL);
   int k = g->written++;
   int node = (int)kv_rng_below(&w->rng, (uint32_t)w->n);
   char key[16];
@@ -72,6 +84,7 @@ static void g_event(world *w, const event *e) {
   memset(val, 'x', sizeof val);
   g->t0[k] = w->now;
   g->lat[k] = UINT64_MAX;
+  g->by_rumor[k] = 1u << node;
   if (rep_local_write(w, node, OP_PUT, key, val, sizeof val, NULL, false, 0,
                       false) != KV_OK)
     fprintf(stderr, "gossip: write %d failed\n", k);
@@ -87,27 +100,32 @@ static void gossip_run(const scale_opts *o) {
   cfg.seed = o->seed;
   cfg.nodes = o->gossip_nodes > 32 ? 32 : o->gossip_nodes; /* bitmap */
   cfg.segment_bits = 8;
-  cfg.delay_min_ms = cfg.delay_max_ms = 100;
-  cfg.active_ms = G_WARMUP_MS + G_WRITES * G_RATE_GAP_MS + G_TAIL_MS;
+  cfg.delay_min_ms = cfg.delay_max_ms = o->link_ms ? o->link_ms : 100;
+  unsigned rate = o->rate ? o->rate : G_RATE;
+  uint64_t gap = rate >= 1000 ? 1 : 1000 / rate;
+  cfg.active_ms = G_WARMUP_MS + G_WRITES * gap + G_TAIL_MS;
   cfg.ae_interval_ms = 2000;
   cfg.rumor.fanout = o->fanout;
   cfg.rumor.k = o->rumor_k;
   cfg.rumor.max_rounds = o->max_rounds;
+  cfg.rumor.interval_ms = o->interval_ms;
   cfg.scenario = "gossip";
   sim_result res;
   world *w = world_new(&cfg, NULL, &res, true);
   w->tracing = false;
-  w->rumor_batch_ms = o->batch_ms;
-  w->ack_batch = o->ack_batch;
+  w->ae_on = !o->no_ae;
   gstate g = {0};
   g.n = w->n;
+  g.gap_ms = gap;
   g.t0 = kv_calloc(G_WRITES, sizeof *g.t0);
   g.lat = kv_calloc(G_WRITES, sizeof *g.lat);
   g.have = kv_calloc(G_WRITES, sizeof *g.have);
   g.count = kv_calloc(G_WRITES, sizeof *g.count);
   g.by_ae = kv_calloc(G_WRITES, sizeof *g.by_ae);
+  g.by_rumor = kv_calloc(G_WRITES, sizeof *g.by_rumor);
   w->scale = &g;
   w->on_change = g_change;
+  w->on_rumor = g_rumor;
   w->on_scale = g_event;
   world_start(w);
   world_run(w, G_WARMUP_MS);
@@ -126,20 +144,31 @@ static void gossip_run(const scale_opts *o) {
   uint64_t swim = w->n_swim_udp + w->n_swim_tcp - s0;
   double writes = g.written;
   uint64_t *l = kv_malloc(G_WRITES * sizeof *l);
-  int full = 0, ae_needed = 0;
+  int full = 0, ae_first = 0, by_rumor = 0;
+  uint32_t all = g.n >= 32 ? UINT32_MAX : (1u << g.n) - 1;
   for (int k = 0; k < g.written; k++) {
     l[k] = g.lat[k];
     full += g.lat[k] != UINT64_MAX;
-    ae_needed += g.by_ae[k] > 0;
+    ae_first += g.by_ae[k] > 0;
+    by_rumor += g.by_rumor[k] == all;
   }
   qsort(l, (size_t)g.written, sizeof *l, cmp_u64);
   size_t n = (size_t)g.written;
-  printf("gossip: %d replicas, 100 ms links, %d writes at 100/s; fanout %u, "
-         "k %u, rounds %u, batch %" PRIu64 " ms, acks %s; seed %" PRIu64 "\n",
-         w->n, g.written, kv_rumor_opts_get(w->r[0].rumor).fanout,
-         kv_rumor_opts_get(w->r[0].rumor).k,
-         kv_rumor_opts_get(w->r[0].rumor).max_rounds, o->batch_ms,
-         o->ack_batch ? "batched" : "one per rumor", o->seed);
+  kv_rumor_opts ro = kv_rumor_opts_get(w->r[0].rumor);
+  kv_rumor_stats rs;
+  kv_rumor_stats_get(w->r[0].rumor, &rs);
+  char iv[64];
+  if (ro.interval_ms)
+    snprintf(iv, sizeof iv, "%" PRIu64 " ms", ro.interval_ms);
+  else
+    snprintf(iv, sizeof iv,
+             "adaptive (replica 0: round trip %" PRIu64 " ms, interval %" PRIu64
+             " ms)",
+             rs.srtt_ms, rs.interval_ms);
+  printf("gossip: %d replicas, %u ms links, %d writes at %.0f/s; fanout %u, "
+         "k %u, rounds %u, interval %s; seed %" PRIu64 "\n",
+         w->n, cfg.delay_min_ms, g.written, 1000.0 / (double)gap, ro.fanout,
+         ro.k, ro.max_rounds, iv, o->seed);
   printf("gossip:   membership before writes: every replica sees >= %zu of "
          "%d alive\n",
          minalive, w->n - 1);
@@ -153,16 +182,20 @@ static void gossip_run(const scale_opts *o) {
          (double)(pushes + acks + ae + swim) / writes, (double)ae / writes,
          (double)swim / writes);
   printf("gossip:   stable latency (all %d hold it): median %" PRIu64
-         " ms, p99 %" PRIu64 " ms, max %" PRIu64
-         " ms; %d/%d reached everyone, %d needed anti-entropy somewhere\n",
-         w->n, l[n / 2], l[(n * 99) / 100], l[n - 1], full, g.written,
-         ae_needed);
+         " ms, p90 %" PRIu64 " ms, p99 %" PRIu64 " ms, max %" PRIu64
+         " ms; %d/%d reached everyone\n",
+         w->n, l[n / 2], l[(n * 9) / 10], l[(n * 99) / 100], l[n - 1], full,
+         g.written);
+  printf("gossip:   %d/%d reached every replica by rumor; %d/%d were left to "
+         "anti-entropy somewhere; anti-entropy got there first for %d\n",
+         by_rumor, g.written, g.written - by_rumor, g.written, ae_first);
   free(l);
   free(g.t0);
   free(g.lat);
   free(g.have);
   free(g.count);
   free(g.by_ae);
+  free(g.by_rumor);
   world_free(w);
 }
 

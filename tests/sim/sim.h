@@ -141,11 +141,13 @@ void sim_run(const sim_cfg *cfg, FILE *trace, sim_result *res);
 
 typedef struct scale_opts {
   uint64_t seed;
-  unsigned fanout, rumor_k, max_rounds;
-  uint64_t batch_ms; /* rumor ticks only on multiples of this (0: at once) */
-  bool ack_batch;    /* one ack message per rumor message */
-  int gossip_nodes;  /* replicas in the gossip run */
-  int members;       /* members in the membership run */
+  unsigned fanout, rumor_k, max_rounds; /* 0: the core's defaults */
+  uint64_t interval_ms;                 /* the core's tick interval */
+  unsigned rate;                        /* gossip run: writes/s; 0 = 100 */
+  unsigned link_ms;                     /* gossip run: link delay; 0 = 100 */
+  bool no_ae;                           /* gossip run: rumors alone */
+  int gossip_nodes;                     /* replicas in the gossip run */
+  int members;                          /* members in the membership run */
   bool gossip, membership;
 } scale_opts;
 

@@ -2,8 +2,8 @@
  * The engine: a min-heap of events ordered by (time, sequence number), a
  * network that drops, delays, duplicates (and so reorders) and partitions
  * messages, replicas that crash and restart, and the drivers of the real
- * sans-I/O cores, written to mirror server/peer.c: rumors are coalesced per
- * peer within one tick and acked one by one after each merge, anti-entropy
+ * sans-I/O cores, written to mirror server/peer.c: a rumor tick's pushes to
+ * a peer travel as one message, answered by one ack message, anti-entropy
  * runs one exchange at a time every ae_interval with the next alive peer and
  * routes replies exactly as peer.c's handle_ae does, and the peers both
  * choose from are the alive members of sync/membership.
@@ -124,7 +124,6 @@ static void msg_free(msg *m) {
     kv_buf_free(&m->items[i].obj);
   }
   free(m->items);
-  kv_buf_free(&m->key);
   kv_buf_free(&m->bytes);
   if (m->kind == MK_SWIM) {
     free((char *)m->sm.from_addr);
@@ -168,9 +167,6 @@ static msg *msg_clone(const msg *s) {
     }
     d->nitems = s->nitems;
   }
-  d->key = kv_buf_dup(s->key.data, s->key.len);
-  memcpy(d->digest, s->digest, 16);
-  d->news = s->news;
   d->bytes = kv_buf_dup(s->bytes.data, s->bytes.len);
   if (s->kind == MK_SWIM) swim_copy(d, &s->sm);
   return d;
@@ -565,11 +561,10 @@ static int apply(world *w, replica *r, const wreq *q, bool *changed) {
   return KV_OK;
 }
 
+/* Arms the rumor timer for the core's next tick (it paces itself). */
 static void rumor_soon(world *w, replica *r) {
   if (!w->rumors_on) return;
-  uint64_t t = w->now, b = w->rumor_batch_ms;
-  if (b) t = (t / b + 1) * b; /* the next batching boundary */
-  arm_rumor(w, r, t);
+  arm_rumor(w, r, kv_rumor_next_due(r->rumor));
 }
 
 static void rumor_add(world *w, replica *r, const uint8_t *key, size_t keylen,
@@ -660,29 +655,16 @@ static void rumor_tick(world *w, replica *r) {
   arm_rumor(w, r, next);
 }
 
-static void send_ack(world *w, replica *r, int to, const kv_buf *key,
-                     const uint8_t digest[16], bool news) {
-  msg *m = kv_calloc(1, sizeof *m);
-  m->kind = MK_ACK;
-  m->src = r->i;
-  m->dst = to;
-  m->key = kv_buf_dup(key->data, key->len);
-  memcpy(m->digest, digest, 16);
-  m->news = news;
-  m->size = key->len + 16 + 8;
-  net_send(w, m);
-}
-
+/* Merges each rumor of m, then answers the whole message with one ack
+ * message, as peer.c does: news or not for every rumor. A rumor that is not
+ * news tells us the sender holds the version we rumor, if it is the same. */
 static void recv_rumors(world *w, replica *r, msg *m) {
-  msg *acks = NULL;
-  if (w->ack_batch) {
-    acks = kv_calloc(1, sizeof *acks);
-    acks->kind = MK_ACK;
-    acks->src = r->i;
-    acks->dst = m->src;
-    acks->items = kv_calloc(m->nitems, sizeof *acks->items);
-    acks->size = 8;
-  }
+  msg *acks = kv_calloc(1, sizeof *acks);
+  acks->kind = MK_ACK;
+  acks->src = r->i;
+  acks->dst = m->src;
+  acks->items = kv_calloc(m->nitems, sizeof *acks->items);
+  acks->size = 8;
   for (size_t k = 0; k < m->nitems; k++) {
     rumor_item *it = &m->items[k];
     uint8_t d[16];
@@ -699,19 +681,26 @@ static void recv_rumors(world *w, replica *r, msg *m) {
       rc = apply(w, r, &q, &changed);
     bool news = rc == KV_OK && changed;
     tr(w, "rumor-merge %d<%d rc%d news%d", r->i, m->src, rc, news);
-    if (acks) {
-      uint8_t dn[17];
-      memcpy(dn, d, 16);
-      dn[16] = news;
-      acks->items[acks->nitems++] = (rumor_item){
-          kv_buf_dup(it->key.data, it->key.len), kv_buf_dup(dn, sizeof dn)};
-      acks->size += it->key.len + 20;
-    } else {
-      send_ack(w, r, m->src, &it->key, d, news);
-    }
-    if (news) rumor_add(w, r, it->key.data, it->key.len, w->r[m->src].id);
+    if (it->key.len < 1 || it->key.len > KV_AE_MAX_KEY)
+      continue; /* peer.c drops it unmerged and unacked */
+    if (rc == KV_OK && w->on_rumor)
+      w->on_rumor(w, r->i, it->key.data, it->key.len);
+    uint8_t dn[17];
+    memcpy(dn, d, 16);
+    dn[16] = news;
+    acks->items[acks->nitems++] = (rumor_item){
+        kv_buf_dup(it->key.data, it->key.len), kv_buf_dup(dn, sizeof dn)};
+    acks->size += it->key.len + 20;
+    if (news)
+      rumor_add(w, r, it->key.data, it->key.len, w->r[m->src].id);
+    else if (w->rumors_on)
+      kv_rumor_peer_has(r->rumor, w->r[m->src].id, it->key.data, it->key.len,
+                        d);
   }
-  if (acks) net_send(w, acks);
+  if (acks->nitems)
+    net_send(w, acks);
+  else
+    msg_free(acks);
 }
 
 /* ---- anti-entropy driver ---- */
@@ -866,17 +855,12 @@ static void deliver(world *w, msg *m) {
     recv_rumors(w, r, m);
     break;
   case MK_ACK:
-    tr(w, "ack %d<%d news%d n%zu", r->i, m->src, m->news, m->nitems);
-    if (m->nitems) {
-      for (size_t k = 0; k < m->nitems; k++)
-        kv_rumor_ack(r->rumor, w->r[m->src].id, m->items[k].key.data,
-                     m->items[k].key.len, m->items[k].obj.data,
-                     m->items[k].obj.data[16] != 0, w->now);
-    } else {
-      kv_rumor_ack(r->rumor, w->r[m->src].id, m->key.data, m->key.len,
-                   m->digest, m->news, w->now);
-    }
-    rumor_soon(w, r);
+    tr(w, "ack %d<%d n%zu", r->i, m->src, m->nitems);
+    for (size_t k = 0; k < m->nitems; k++)
+      kv_rumor_ack(r->rumor, w->r[m->src].id, m->items[k].key.data,
+                   m->items[k].key.len, m->items[k].obj.data,
+                   m->items[k].obj.data[16] != 0, w->now);
+    rumor_soon(w, r); /* a round-trip sample may bring the tick forward */
     break;
   case MK_AE:
     recv_ae(w, r, m);

@@ -56,11 +56,8 @@ typedef struct rumor_item {
 
 typedef struct msg {
   int kind, src, dst;
-  rumor_item *items; /* MK_RUMORS */
+  rumor_item *items; /* MK_RUMORS; MK_ACK: (key, digest || news byte) */
   size_t nitems;
-  kv_buf key; /* MK_ACK; with ack_batch, items hold (key, digest||news) */
-  uint8_t digest[16];
-  bool news;
   kv_buf bytes;       /* MK_AE */
   kv_swim_msg sm;     /* MK_SWIM: deep copy, every pointer owned */
   kv_swim_update *up; /* sm.updates */
@@ -132,10 +129,8 @@ typedef struct world {
   kv_rumor_opts ropts;
   kv_swim_opts sopts;
   bool rumors_on, ae_on;
-  uint64_t rumor_batch_ms; /* 0: tick as soon as a rumor is due (peer.c) */
-  bool ack_batch;          /* one ack message per rumor message received */
-  bool join_lower;         /* scale.c: join through a lower-numbered member */
-  int cause;               /* what the current store change comes from */
+  bool join_lower; /* scale.c: join through a lower-numbered member */
+  int cause;       /* what the current store change comes from */
   /* trace */
   FILE *trace;
   bool tracing;
@@ -150,6 +145,9 @@ typedef struct world {
   void (*on_change)(struct world *w, int node, const uint8_t *key,
                     size_t keylen);
   void (*on_swim_event)(struct world *w, int node, const kv_swim_event *e);
+  /* every rumor a replica merges, news or not */
+  void (*on_rumor)(struct world *w, int node, const uint8_t *key,
+                   size_t keylen);
   void (*on_scale)(struct world *w, const event *e);
   void *scale;
   uint64_t n_rumor_msgs, n_rumor_items, n_ack_msgs, n_ae_msgs, n_swim_udp,

@@ -870,7 +870,11 @@ static int validate(const kv_swim *s, const kv_swim_msg *m) {
   if (!m || m->from == 0 || m->from == s->self_id) return KV_BAD_REQUEST;
   if (m->type < KV_SWIM_PING || m->type > KV_SWIM_PUSH_PULL)
     return KV_BAD_REQUEST;
-  if (m->type == KV_SWIM_PING_REQ && m->target == 0) return KV_BAD_REQUEST;
+  /* Probing ourselves for someone would send a ping to ourselves (the peer
+   * fuzzer found it). */
+  if (m->type == KV_SWIM_PING_REQ &&
+      (m->target == 0 || m->target == s->self_id))
+    return KV_BAD_REQUEST;
   if (!str_ok(m->from_addr) || !str_ok(m->target_addr)) return KV_BAD_REQUEST;
   if (m->nupdates > KV_SWIM_MAX_UPDATES || (m->nupdates && !m->updates))
     return KV_BAD_REQUEST;

@@ -166,7 +166,8 @@ uint64_t kv_swim_next_due(const kv_swim *s);
  * a nack, an ACK or NACK counts towards our probe or is relayed, and a
  * PUSH_PULL that is not a reply is answered with our table before merging.
  * Returns KV_OK, or KV_BAD_REQUEST (and changes nothing) if m is malformed:
- * from is 0 or self, an unknown type, an update with id 0, an unknown
+ * from is 0 or self, an unknown type, a PING_REQ whose target is 0 or
+ * self, an update with id 0, an unknown
  * state, an ALIVE update without name or addr, a string over
  * KV_SWIM_MAX_STR, or more than KV_SWIM_MAX_UPDATES updates. Not callable
  * from inside an emit callback (panics).

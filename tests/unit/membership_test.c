@@ -299,6 +299,24 @@ static void test_swim_wire_round_trip(void **st) {
   kv_buf_free(&enc);
 }
 
+/* A ping-req asking us to probe ourselves is refused: it would make us
+ * ping ourselves (found by the peer fuzzer). */
+static void test_swim_ping_req_for_self_refused(void **st) {
+  (void)st;
+  kv_swim *a = mk(1);
+  know(a, 2);
+  kv_rng r = {9};
+  outbox o = {0};
+  kv_swim_msg m = {.type = KV_SWIM_PING_REQ, .seq = 5, .from = 2,
+                   .from_addr = "n2", .target = 1, .target_addr = "n1"};
+  assert_int_equal(kv_swim_recv(a, 10, &r, &m, out_emit, &o), KV_BAD_REQUEST);
+  assert_int_equal(out_count(&o, KV_SWIM_PING), 0);
+  m.target = 0;
+  assert_int_equal(kv_swim_recv(a, 10, &r, &m, out_emit, &o), KV_BAD_REQUEST);
+  out_clear(&o);
+  kv_swim_free(a);
+}
+
 /* ---- probing ---- */
 
 static void test_swim_probe_direct_ack(void **st) {
@@ -1445,6 +1463,7 @@ int main(void) {
       cmocka_unit_test(test_swim_defaults_are_memberlist_lan),
       cmocka_unit_test(test_swim_start_incarnation),
       cmocka_unit_test(test_swim_wire_round_trip),
+      cmocka_unit_test(test_swim_ping_req_for_self_refused),
       cmocka_unit_test(test_swim_probe_direct_ack),
       cmocka_unit_test(test_swim_ping_for_other_id_not_acked),
       cmocka_unit_test(test_swim_probe_indirect_then_suspect),

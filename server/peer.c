@@ -314,8 +314,7 @@ static void drop_outbound(peer *pe, const char *why) {
   schedule_retry(pe);
 }
 
-static void handle_refusal(peer *pe, const Kvpb__HelloRefused *r,
-                           uint64_t cluster_id);
+static void handle_refusal(peer *pe, const Kvpb__HelloRefused *r);
 
 /* The outbound side writes; the peer sends nothing back on it except a
  * HelloRefused before it closes. Reading also tells us when it closed. */
@@ -341,15 +340,14 @@ static void on_out_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
     return; /* nothing whole yet, or junk: the close will follow */
   /* The refusing replica may be of another cluster: open without the
    * cluster check (the tag still proves it holds our key). */
-  uint64_t cid = 0;
   kv_buf body;
-  if (kv_seal_open_foreign(ps->seal, now_ms(), frame.data, frame.len, &cid,
+  if (kv_seal_open_foreign(ps->seal, now_ms(), frame.data, frame.len, NULL,
                            NULL, &body) != KV_SEAL_OK)
     return;
   Kvpb__PeerMessage *m = kvpb__peer_message__unpack(NULL, body.len, body.data);
   kv_buf_free(&body);
   if (m && m->body_case == KVPB__PEER_MESSAGE__BODY_REFUSED)
-    handle_refusal(pe, m->refused, cid);
+    handle_refusal(pe, m->refused);
   if (m) kvpb__peer_message__free_unpacked(m, NULL);
 }
 
@@ -1046,10 +1044,8 @@ static void swim_join_seed(peer *pe) {
   swim_after(ps);
 }
 
-static void handle_refusal(peer *pe, const Kvpb__HelloRefused *r,
-                           uint64_t cluster_id) {
+static void handle_refusal(peer *pe, const Kvpb__HelloRefused *r) {
   kvd_peers *ps = pe->ps;
-  (void)cluster_id;
   if (pe->refused) return;
   pe->refused = true;
   log_error("join_refused", "peer=%s reason=\"%.200s\"", pe->addr, r->reason);
